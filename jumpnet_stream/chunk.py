@@ -1,0 +1,83 @@
+"""Columnar chunks: a batch of samples held as one numpy array per field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Mapping
+
+import numpy as np
+
+#: Fields of a dataset sample, in the order of the seed's 6-tuples, plus ``source``.
+SAMPLE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source")
+
+#: Rows per chunk that sources emit by default: 64 images of 227x227x3 uint8 are about 10 MB.
+DEFAULT_ROWS = 64
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Equal-length numpy columns for a batch of samples (or events)."""
+
+    columns: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        lengths = {name: len(col) for name, col in self.columns.items()}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(f"chunk columns differ in length: {lengths}")
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns[name]
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self.columns)
+
+    def take(self, index) -> "Chunk":
+        """The rows selected by a slice, an index array or a boolean mask."""
+        return Chunk({name: col[index] for name, col in self.columns.items()})
+
+    @staticmethod
+    def concat(chunks: Iterable["Chunk"]) -> "Chunk":
+        chunks = [c for c in chunks if len(c)]
+        if not chunks:
+            raise ValueError("nothing to concatenate")
+        if len(chunks) == 1:
+            return chunks[0]
+        names = chunks[0].fields
+        return Chunk({n: np.concatenate([c[n] for c in chunks]) for n in names})
+
+
+def rebatch(chunks: Iterable[Chunk], rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+    """Regroup a stream of chunks of any sizes into chunks of exactly ``rows`` (the last may be shorter)."""
+    if rows < 1:
+        raise ValueError("rows must be at least 1")
+    pending: list[Chunk] = []
+    count = 0
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        pending.append(chunk)
+        count += len(chunk)
+        if count >= rows:
+            merged = Chunk.concat(pending)
+            stop = count - count % rows
+            for start in range(0, stop, rows):
+                yield merged.take(slice(start, start + rows))
+            rest = merged.take(slice(stop, count))
+            pending, count = ([rest] if len(rest) else []), len(rest)
+    if count:
+        yield Chunk.concat(pending)
+
+
+def rows_to_chunk(rows: list[tuple], fields: tuple[str, ...], dtypes: Mapping[str, object]) -> Chunk:
+    """Build a chunk from row tuples (one value per field); ``dtypes`` fixes each column's dtype."""
+    columns = {}
+    for i, name in enumerate(fields):
+        values = [row[i] for row in rows]
+        dtype = dtypes[name]
+        columns[name] = np.stack(values).astype(dtype, copy=False) if values and isinstance(values[0], np.ndarray) \
+            else np.asarray(values, dtype=dtype)
+    return Chunk(columns)

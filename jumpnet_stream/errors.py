@@ -1,0 +1,17 @@
+"""The tool's own error type: one line that names the file and the problem."""
+
+from __future__ import annotations
+
+import os
+
+
+class JumpnetError(Exception):
+    """A problem with a user's input or output; rendered as ``PATH: message`` on one line."""
+
+    def __init__(self, path: str | os.PathLike | None, message: str):
+        self.path = None if path is None else os.fspath(path)
+        self.message = " ".join(str(message).split())
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return self.message if self.path is None else f"{self.path}: {self.message}"

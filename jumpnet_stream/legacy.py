@@ -1,0 +1,94 @@
+"""The seed's dataset format: ``data`` an (N, 6) object array of
+``(image float32 [0,1], label, keys_raw, hold_duration, phase, frame_index)`` and ``keys`` beside it.
+
+This is what the original trainer loads (``np.load(p, allow_pickle=True)["data"]``). Both directions
+stream: rows are read through the restricted unpickler and written one chunk at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Iterator
+
+import numpy as np
+
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, rows_to_chunk
+from .errors import JumpnetError
+from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
+from .recording import Malformed, as_float, as_image, as_int, as_phase, as_vector, entry_fields, normalize_keys
+
+SAMPLE_DTYPES = {"image": np.uint8, "label": np.float32, "keys_raw": np.float32, "hold_duration": np.float32,
+                 "phase": str, "frame_index": np.int64, "source": str}
+
+
+class LegacyNpzDataset:
+    """A seed-format ``.npz`` dataset opened for streaming reads."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        self.keys = normalize_keys(read_small_array(self.path, "keys"), self.path)
+        self._entries = ObjectArrayReader(self.path, "data")
+        self.provenance: list[dict[str, Any]] = self._read_provenance()
+        self.source = os.path.splitext(os.path.basename(self.path))[0]
+
+    def _read_provenance(self) -> list[dict[str, Any]]:
+        try:
+            return json.loads(str(read_small_array(self.path, "provenance")[()]))
+        except JumpnetError:
+            return []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+        k = len(self.keys)
+        batch: list[tuple] = []
+        for index, entry in enumerate(self._entries.rows()):
+            try:
+                image, label, keys_raw, hold, phase, frame = entry_fields(entry)
+                batch.append((as_image(image), as_float(label, "label"), as_vector(keys_raw, k, "keys_raw"),
+                              as_vector(hold, k, "hold_duration"), as_phase(phase),
+                              as_int(frame, "frame_index"), self.source))
+            except Malformed as why:
+                raise JumpnetError(self.path, f"entry {index}: {why}") from None
+            if len(batch) == rows:
+                yield rows_to_chunk(batch, SAMPLE_FIELDS, SAMPLE_DTYPES)
+                batch = []
+        if batch:
+            yield rows_to_chunk(batch, SAMPLE_FIELDS, SAMPLE_DTYPES)
+
+
+class LegacyNpzWriter:
+    """Writes the seed's format; images become float32 in [0, 1] one chunk at a time.
+
+    ``scalar_hold`` stores each hold as a 0-d float32 array (single-key sets only), which both
+    ``float(x)`` and ``x.flatten()[0]`` accept on every numpy; the default 1-element vector is the
+    seed's exact format, which ``float()`` rejects on numpy >= 2.4.
+    """
+
+    def __init__(self, path: str | os.PathLike, keys: list[str], *, scalar_hold: bool = False):
+        if scalar_hold and len(keys) != 1:
+            raise JumpnetError(path, f"a scalar hold needs a single-key dataset, this one has keys {keys}")
+        self.path = os.fspath(path)
+        self.keys = list(keys)
+        self.scalar_hold = scalar_hold
+        self._writer = ObjectArrayWriter(self.path, name="data", width=6)
+
+    @property
+    def rows(self) -> int:
+        return self._writer.rows
+
+    def write(self, chunk: Chunk) -> None:
+        images = chunk["image"].astype(np.float32) / np.float32(255)
+        holds = chunk["hold_duration"]
+        for i in range(len(chunk)):
+            hold = holds[i].reshape(()) if self.scalar_hold else holds[i]
+            self._writer.append((images[i], float(chunk["label"][i]), chunk["keys_raw"][i], hold,
+                                 str(chunk["phase"][i]), int(chunk["frame_index"][i])))
+
+    def finish(self, provenance: list[dict[str, Any]]) -> None:
+        self._writer.close({"keys": np.array(self.keys), "provenance": np.array(json.dumps(provenance))})
+
+    def abort(self) -> None:
+        self._writer.discard()

@@ -1,0 +1,276 @@
+"""``.npz`` containers holding a pickled object array, read and written one row at a time.
+
+The recorder and the seed both write ``np.savez(path, data=<object array>, keys=...)``. Reading goes
+through :mod:`safe_pickle` (never ``allow_pickle=True``); writing spools the pickled rows to a
+temporary file and assembles the zip member at the end, when the row count is known, so neither
+direction holds more than a few rows in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import struct
+import pickle
+import shutil
+import tempfile
+import warnings
+import zipfile
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .errors import JumpnetError
+from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, load_whole
+
+_APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
+_READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError, zipfile.BadZipFile,
+                struct.error, MemoryError)
+
+
+def _open_zip(path: str) -> zipfile.ZipFile:
+    if not os.path.exists(path):
+        raise JumpnetError(path, "no such file")
+    if os.path.isdir(path):
+        raise JumpnetError(path, "is a directory, expected an .npz file")
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise JumpnetError(path, f"not an npz file (not a readable zip archive: {exc})") from None
+
+
+def _member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
+    names = zf.namelist()
+    for candidate in (f"{name}.npy", name):
+        if candidate in names:
+            return candidate
+    present = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
+    raise JumpnetError(path, f"npz has no '{name}' array (it has: {', '.join(present) or 'nothing'})")
+
+
+def _read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            return npy_format.read_array_header_1_0(f)
+        if version == (2, 0):
+            return npy_format.read_array_header_2_0(f)
+        return npy_format._read_array_header(f, version)  # (3, 0): utf-8 header
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise JumpnetError(path, f"'{name}' is not a valid .npy array: {exc}") from None
+
+
+def read_small_array(path: str, name: str) -> np.ndarray:
+    """A member array loaded whole (for small ones such as ``keys``); object arrays via the allowlist."""
+    with _open_zip(path) as zf, zf.open(_member_name(zf, path, name)) as f:
+        shape, fortran, dtype = _read_header(f, path, name)
+        try:
+            if not dtype.hasobject:
+                f.seek(0)
+                return npy_format.read_array(f, allow_pickle=False)
+            value = load_whole(f)
+        except UnsafePickleError as exc:
+            raise JumpnetError(path, f"unsafe '{name}' refused: {exc}") from None
+        except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
+            raise JumpnetError(path, f"'{name}' cannot be read: {exc}") from None
+    if not isinstance(value, np.ndarray):
+        raise JumpnetError(path, f"'{name}' does not hold an array")
+    return value
+
+
+class _Counting(io.RawIOBase):
+    """Counts the bytes read through it, for progress reports."""
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        buffer[:len(data)] = data
+        self.count += len(data)
+        return len(data)
+
+
+@dataclass
+class ObjectArrayReader:
+    """The rows of an npz member that holds a pickled object array of shape (N,) or (N, W)."""
+
+    path: str
+    name: str = "data"
+    memo_budget: int = 64 << 20
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        with _open_zip(self.path) as zf:
+            info = zf.getinfo(_member_name(zf, self.path, self.name))
+            self.member, self.nbytes = info.filename, info.file_size
+            with zf.open(info) as f:
+                self.shape, self.fortran, dtype = _read_header(f, self.path, self.name)
+        if not dtype.hasobject:
+            raise JumpnetError(self.path, f"'{self.name}' is a {dtype} array, expected an object array "
+                                          "of entries")
+        if len(self.shape) not in (1, 2):
+            raise JumpnetError(self.path, f"'{self.name}' has shape {self.shape}, expected (N,) or (N, 6)")
+        self.bytes_read = 0
+        self.whole_loaded: str | None = None
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def rows(self) -> Iterator[tuple]:
+        """Each row as a tuple of raw unpickled objects (a 1-D array's rows are its elements)."""
+        done = 0
+        try:
+            if self.fortran and len(self.shape) == 2 and self.shape[1] > 1:
+                raise NeedsWholeLoad("Fortran-ordered 2-D array")
+            for row in self._stream():
+                yield row
+                done += 1
+        except NeedsWholeLoad as why:
+            self.whole_loaded = str(why)
+            warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=2)
+            yield from self._whole(skip=done)
+
+    def _stream(self) -> Iterator[tuple]:
+        width = self.shape[1] if len(self.shape) == 2 else 0
+        with _open_zip(self.path) as zf, zf.open(self.member) as raw, self._errors():
+            _read_header(raw, self.path, self.name)
+            counting = _Counting(raw)
+            counting.count = raw.tell()
+            vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(),
+                                    memo_budget=self.memo_budget)
+            row: list = []
+            for item in vm.items():
+                self.bytes_read = counting.count
+                if not width:
+                    yield item if isinstance(item, tuple) else (item,)
+                    continue
+                row.append(item)
+                if len(row) == width:
+                    yield tuple(row)
+                    row = []
+        self.bytes_read = self.nbytes
+        if vm.items_out != int(np.prod(self.shape)):
+            raise JumpnetError(self.path, f"'{self.name}' holds {vm.items_out} elements but its header "
+                                          f"says shape {self.shape}")
+
+    def _whole(self, skip: int) -> Iterator[tuple]:
+        with _open_zip(self.path) as zf, zf.open(self.member) as f, self._errors():
+            _read_header(f, self.path, self.name)
+            array = load_whole(f)
+        if not isinstance(array, np.ndarray) or array.shape != self.shape:
+            raise JumpnetError(self.path, f"'{self.name}' does not match its header shape {self.shape}")
+        self.bytes_read = self.nbytes
+        for i in range(skip, len(array)):
+            row = array[i]
+            if array.ndim == 2:
+                yield tuple(row)
+            else:
+                yield row if isinstance(row, tuple) else (row,)
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn a failed load into one line naming the file."""
+        try:
+            yield
+        except UnsafePickleError as exc:
+            raise JumpnetError(self.path, f"unsafe pickle refused: {exc}") from None
+        except _READ_ERRORS as exc:
+            raise JumpnetError(self.path, f"'{self.name}' is corrupt or truncated: {exc}") from None
+
+
+class ObjectArrayWriter:
+    """Writes an npz whose ``name`` member is a pickled object array, appended one row at a time.
+
+    Rows are pickled as they come (numpy's layout: an (N, W) array's elements in row order, or an
+    (N,) array of tuples) into a spool file beside the output; :meth:`close` writes the zip.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, name: str = "data", width: int | None = 6):
+        self.path = os.fspath(path)
+        self.name = name
+        self.width = width
+        self.rows = 0
+        self._items_in_batch = 0
+        self._spool = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)) or ".")
+        self._buf = io.BytesIO()
+        self._pickler = pickle.Pickler(self._buf, protocol=3)
+        self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
+
+    def _pickled(self, obj: object) -> bytes:
+        self._buf.seek(0)
+        self._buf.truncate()
+        self._pickler.dump(obj)
+        return self._buf.getbuffer()[2:-1].tobytes()  # strip PROTO 3 and STOP
+
+    def append(self, row: tuple) -> None:
+        items = row if self.width else (tuple(row),)
+        if self.width and len(row) != self.width:
+            raise ValueError(f"row has {len(row)} fields, expected {self.width}")
+        for item in items:
+            if self._items_in_batch == 0:
+                self._spool.write(pickle.MARK)
+            self._spool.write(self._pickled(item))
+            self._items_in_batch += 1
+            if self._items_in_batch == _APPENDS_BATCH:
+                self._spool.write(pickle.APPENDS)
+                self._items_in_batch = 0
+        self.rows += 1
+
+    def close(self, arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Write the npz: the object array, then ``arrays`` (plain, non-object arrays) beside it."""
+        if self._items_in_batch:
+            self._spool.write(pickle.APPENDS)
+            self._items_in_batch = 0
+        shape = (self.rows, self.width) if self.width else (self.rows,)
+        head, tail = _object_array_pickle_frame(shape)
+        try:
+            with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f:
+                    npy_format.write_array_header_1_0(
+                        f, {"descr": "|O", "fortran_order": False, "shape": shape})
+                    f.write(head)
+                    self._spool.seek(0)
+                    shutil.copyfileobj(self._spool, f, 1 << 20)
+                    f.write(tail)
+                for key, value in (arrays or {}).items():
+                    with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                        npy_format.write_array(f, np.asanyarray(value), allow_pickle=False)
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        self._spool.close()
+
+
+class _Split:
+    """Placeholder pickled where the element list goes, to cut numpy's array pickle in two."""
+
+
+_SPLIT_BYTES = b"jumpnet-stream:element-list"
+
+
+def _object_array_pickle_frame(shape: tuple[int, ...]) -> tuple[bytes, bytes]:
+    """The pickle of an object array of ``shape`` before and after its element list (EMPTY_LIST
+    ends the head; APPENDS batches go between)."""
+    func, args, state = np.empty(0, dtype=object).__reduce__()
+    state = (state[0], tuple(shape), state[2], False, _SPLIT_BYTES)
+
+    class Pickler(pickle.Pickler):
+        def reducer_override(self, obj: object):
+            return (func, args, state) if isinstance(obj, _Split) else NotImplemented
+
+    buf = io.BytesIO()
+    pickler = Pickler(buf, protocol=3)
+    pickler.fast = True
+    pickler.dump(_Split())
+    marker = pickle.SHORT_BINBYTES + bytes([len(_SPLIT_BYTES)]) + _SPLIT_BYTES
+    head, tail = buf.getvalue().split(marker)
+    return head + pickle.EMPTY_LIST, tail

@@ -1,0 +1,194 @@
+"""Recorder keylogs (``collected/<name>.npz``) read safely and streamed as columnar event chunks.
+
+Every wrinkle of the recorder's files is normalised here: (N, 6) or (N,) layouts, values wrapped in
+0-d object arrays or 1-element lists, phases as bytes, upper case or padded, old ``keys`` layouts.
+Entries that cannot be normalised are counted by reason and skipped, never silently lost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .chunk import DEFAULT_ROWS, Chunk, rows_to_chunk
+from .errors import JumpnetError
+from .npz import ObjectArrayReader, read_small_array
+
+EVENT_FIELDS = ("image", "prev_interval", "multi_hot", "hold_durations", "phase", "frame_idx")
+EVENT_DTYPES = {"image": np.uint8, "prev_interval": np.float64, "multi_hot": np.float32,
+                "hold_durations": np.float32, "phase": "<U7", "frame_idx": np.int64}
+PHASES = ("press", "release")
+
+
+class Malformed(ValueError):
+    """An entry that cannot be normalised; the message is the reason it is counted under."""
+
+
+def unwrap(value: object) -> object:
+    """Strip 0-d object arrays and 1-element lists/tuples around a scalar value."""
+    for _ in range(8):
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item() if value.dtype.hasobject else value[()]
+        elif isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]
+        elif isinstance(value, np.ndarray) and value.size == 1 and value.dtype.hasobject:
+            value = value.reshape(()).item()
+        else:
+            return value
+    return value
+
+
+def as_float(value: object, what: str) -> float:
+    value = unwrap(value)
+    if isinstance(value, np.ndarray) and value.size == 1:
+        value = value.reshape(())[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise Malformed(f"{what} is not a number")
+    return float(value)
+
+
+def as_int(value: object, what: str) -> int:
+    number = as_float(value, what)
+    if not np.isfinite(number) or number != int(number):
+        raise Malformed(f"{what} is not an integer")
+    if number < 0:
+        raise Malformed(f"{what} is negative")
+    return int(number)
+
+
+def as_vector(value: object, length: int, what: str) -> np.ndarray:
+    """A float32 vector of ``length`` from an array, list or (for length 1) scalar, wrapped or not."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.hasobject:
+        value = unwrap(value)
+    try:
+        array = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise Malformed(f"{what} is not numeric") from None
+    if array.size != length:
+        raise Malformed(f"{what} has {array.size} values, expected {length} (one per key)")
+    return array.reshape(length)
+
+
+def as_phase(value: object) -> str:
+    value = unwrap(value)
+    if isinstance(value, (bytes, np.bytes_)):
+        value = bytes(value).decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise Malformed("phase is not a string")
+    phase = value.strip().lower()
+    if phase not in PHASES:
+        raise Malformed("phase is neither press nor release")
+    return phase
+
+
+def as_image(value: object) -> np.ndarray:
+    """An RGB image as uint8: float images in [0, 1] are scaled and rounded, uint8 kept as is."""
+    value = unwrap(value)
+    if not isinstance(value, np.ndarray) or value.dtype.hasobject:
+        raise Malformed("image is not an array")
+    if value.ndim != 3 or value.shape[2] != 3 or value.shape[0] < 1 or value.shape[1] < 1:
+        raise Malformed("image is not an HxWx3 array")
+    if value.dtype == np.uint8:
+        return value
+    if value.dtype.kind != "f":
+        raise Malformed("image is neither float nor uint8")
+    if not np.isfinite(value).all():
+        raise Malformed("image has NaN or infinite values")
+    if value.min() < -1e-3 or value.max() > 1 + 1e-3:
+        raise Malformed("image values are outside [0, 1]")
+    return np.rint(np.clip(value, 0, 1) * 255).astype(np.uint8)
+
+
+def entry_fields(entry: object) -> tuple:
+    """The six fields of an entry given as a tuple, list or 1-D object array."""
+    if isinstance(entry, np.ndarray) and entry.dtype.hasobject and entry.ndim == 1:
+        entry = tuple(entry)
+    if not isinstance(entry, (tuple, list)):
+        raise Malformed("entry is not a tuple of fields")
+    if len(entry) != 6:
+        raise Malformed(f"entry has {len(entry)} fields, expected 6")
+    return tuple(entry)
+
+
+def normalize_keys(raw: np.ndarray, path: str) -> list[str]:
+    """The key list from a ``keys`` array of any of the recorder's layouts."""
+    keys: list[str] = []
+
+    def collect(value: object) -> None:
+        if isinstance(value, np.ndarray):
+            for item in value.reshape(-1):
+                collect(item.item() if isinstance(item, np.generic) else item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, (bytes, np.bytes_)):
+            keys.append(bytes(value).decode("utf-8"))
+        elif isinstance(value, str):
+            keys.append(str(value))
+        else:
+            raise JumpnetError(path, f"'keys' holds a {type(value).__name__}, expected key names")
+
+    collect(raw)
+    keys = [k.strip() for k in keys]
+    if not keys or any(not k for k in keys):
+        raise JumpnetError(path, "'keys' is empty")
+    if len(set(keys)) != len(keys):
+        raise JumpnetError(path, f"'keys' repeats a key: {keys}")
+    return keys
+
+
+@dataclass
+class Recording:
+    """A recorder keylog opened for streaming; its event counts grow as :meth:`events` runs."""
+
+    path: str
+    keys: list[str] = field(init=False)
+    malformed: Counter = field(init=False, default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        self.path = os.fspath(self.path)
+        self.keys = normalize_keys(read_small_array(self.path, "keys"), self.path)
+        self._entries = ObjectArrayReader(self.path, "data")
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(bytes read, bytes in all) of the event array, for progress bars."""
+        return self._entries.bytes_read, self._entries.nbytes
+
+    def events(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+        """Well-formed events in order, as chunks of EVENT_FIELDS; malformed ones counted by reason."""
+        k = len(self.keys)
+        shape: tuple[int, ...] | None = None
+        batch: list[tuple] = []
+        for entry in self._entries.rows():
+            try:
+                image, prev, multi_hot, holds, phase, frame = entry_fields(entry)
+                event = (as_image(image), as_float(prev, "prev_interval"),
+                         as_vector(multi_hot, k, "multi_hot"), as_vector(holds, k, "hold_durations"),
+                         as_phase(phase), as_int(frame, "frame_idx"))
+                if not (np.isfinite(event[2]).all() and np.isfinite(event[3]).all()):
+                    raise Malformed("multi_hot or hold_durations has NaN or infinite values")
+                if shape is None:
+                    shape = event[0].shape
+                elif event[0].shape != shape:
+                    raise Malformed("image size differs from the recording's first image")
+            except Malformed as why:
+                self.malformed[str(why)] += 1
+                continue
+            batch.append(event)
+            if len(batch) == rows:
+                yield rows_to_chunk(batch, EVENT_FIELDS, EVENT_DTYPES)
+                batch = []
+        if batch:
+            yield rows_to_chunk(batch, EVENT_FIELDS, EVENT_DTYPES)

@@ -1,0 +1,152 @@
+"""The dataset store: one zarr v3 group per dataset, appended chunk by chunk and read chunk by chunk.
+
+Layout (N samples, K keys, HxW images)::
+
+    image          (N, H, W, 3) uint8    chunks (64, H, W, 3)  zstd level 1
+    label          (N,)         float32  chunks (4096,)        zstd
+    keys_raw       (N, K)       float32  chunks (4096, K)      zstd
+    hold_duration  (N, K)       float32  chunks (4096, K)      zstd
+    phase          (N,)         string   chunks (4096,)        zstd
+    frame_index    (N,)         int64    chunks (4096,)        zstd
+    source         (N,)         string   chunks (4096,)        zstd
+    attrs: keys (list of str), provenance (list of stage records, oldest first)
+
+64 frames (10 MB raw) per image chunk keeps a chunk in cache while it is written and read back; zstd
+level 1 compresses game frames about 3x at over 600 MB/s, fast enough not to hold up decoding
+(``benchmarks/bench_store.py`` compares codecs).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
+from .errors import JumpnetError
+
+IMAGE_ROWS = 64
+SCALAR_ROWS = 4096
+_ARRAY_CONFIG = {"write_empty_chunks": True}  # skip zarr's per-chunk "is it empty?" scan
+_KEY_ENCODING = {"name": "default", "separator": "."}  # chunk files side by side, no directory each
+
+
+def _column_spec(name: str, k: int, image_shape: tuple[int, int, int]) -> tuple[tuple, object, tuple]:
+    """(per-sample shape, dtype, chunk shape) of each stored field."""
+    return {
+        "image": (image_shape, np.uint8, (IMAGE_ROWS, *image_shape)),
+        "label": ((), np.float32, (SCALAR_ROWS,)),
+        "keys_raw": ((k,), np.float32, (SCALAR_ROWS, k)),
+        "hold_duration": ((k,), np.float32, (SCALAR_ROWS, k)),
+        "phase": ((), str, (SCALAR_ROWS,)),
+        "frame_index": ((), np.int64, (SCALAR_ROWS,)),
+        "source": ((), str, (SCALAR_ROWS,)),
+    }[name]
+
+
+class ZarrDatasetWriter:
+    """Appends sample chunks to a new zarr group at ``path``; :meth:`finish` writes the attributes."""
+
+    def __init__(self, path: str | os.PathLike, keys: list[str], image_shape: tuple[int, int, int] | None = None,
+                 *, level: int = 1):
+        self.path = os.fspath(path)
+        self.keys = list(keys)
+        self._image_shape = image_shape
+        self._level = level
+        self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._pending: list[Chunk] = []
+        self._pending_rows = 0
+        self._capacity = 0
+        self._flushed = 0
+
+    def _create(self, image_shape: tuple[int, int, int]) -> None:
+        k = len(self.keys)
+        for name in SAMPLE_FIELDS:
+            shape, dtype, chunks = _column_spec(name, k, image_shape)
+            codec = ZstdCodec(level=self._level if name == "image" else 3)
+            self._arrays[name] = self._group.create_array(
+                name, shape=(0, *shape), dtype=dtype, chunks=chunks, compressors=codec,
+                config=_ARRAY_CONFIG, chunk_key_encoding=_KEY_ENCODING,
+                fill_value="" if dtype is str else 0)
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far, including those still buffered."""
+        return self._flushed + self._pending_rows
+
+    def write(self, chunk: Chunk) -> None:
+        if not len(chunk):
+            return
+        if not self._arrays:
+            self._create(tuple(chunk["image"].shape[1:]))
+        self._pending.append(chunk)
+        self._pending_rows += len(chunk)
+        if self._pending_rows >= IMAGE_ROWS:
+            self._flush(whole_chunks_only=True)
+
+    def _flush(self, whole_chunks_only: bool) -> None:
+        if not self._pending_rows:
+            return
+        merged = Chunk.concat(self._pending)
+        n = len(merged) - len(merged) % IMAGE_ROWS if whole_chunks_only else len(merged)
+        start, stop = self._flushed, self._flushed + n
+        if stop > self._capacity:  # grow geometrically: resizing rewrites metadata, so do it rarely
+            self._resize(max(stop, 2 * self._capacity, SCALAR_ROWS))
+        for name, array in self._arrays.items():
+            column = merged[name][:n]
+            array[start:stop] = column.astype(object) if column.dtype.kind == "U" else column
+        self._flushed = stop
+        rest = merged.take(slice(n, len(merged)))
+        self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
+
+    def _resize(self, rows: int) -> None:
+        for array in self._arrays.values():
+            array.resize((rows, *array.shape[1:]))
+        self._capacity = rows
+
+    def finish(self, provenance: list[dict[str, Any]]) -> None:
+        self._flush(whole_chunks_only=False)
+        if not self._arrays:
+            self._create(self._image_shape or (227, 227, 3))
+        self._resize(self._flushed)
+        self._group.attrs.update({"keys": self.keys, "provenance": provenance})
+
+    def abort(self) -> None:
+        self._pending = []
+
+
+class ZarrDataset:
+    """A dataset store opened for reading: length, keys, provenance, and chunks in order."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        if not os.path.isdir(self.path):
+            raise JumpnetError(self.path, "no such zarr store" if not os.path.exists(self.path)
+                               else "is not a zarr store (not a directory)")
+        try:
+            self._group = zarr.open_group(self.path, mode="r")
+            self._arrays = {name: self._group[name] for name in SAMPLE_FIELDS}
+        except (KeyError, FileNotFoundError, ValueError, zarr.errors.BaseZarrError) as exc:
+            raise JumpnetError(self.path, f"is not a jumpnet-stream dataset store ({exc})") from None
+        attrs = self._group.attrs.asdict()
+        self.keys: list[str] = list(attrs.get("keys", []))
+        self.provenance: list[dict[str, Any]] = list(attrs.get("provenance", []))
+        self.image_shape = tuple(self._arrays["image"].shape[1:])
+
+    def __len__(self) -> int:
+        return self._arrays["label"].shape[0]
+
+    def read(self, start: int, stop: int) -> Chunk:
+        columns = {}
+        for name, array in self._arrays.items():
+            column = array[start:stop]
+            columns[name] = np.asarray(column.tolist(), dtype=str) if column.dtype.kind == "T" else column
+        return Chunk(columns)
+
+    def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+        for start in range(0, len(self), rows):
+            yield self.read(start, min(start + rows, len(self)))
