@@ -13,10 +13,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, rows_to_chunk
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
 from .errors import JumpnetError
 from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
-from .recording import Malformed, as_float, as_image, as_int, as_phase, as_vector, entry_fields, normalize_keys
+from .recording import (ImageBatcher, Malformed, as_float, as_image, as_int, as_phase, as_vector, entry_fields,
+                        normalize_keys)
 
 SAMPLE_DTYPES = {"image": np.uint8, "label": np.float32, "keys_raw": np.float32, "hold_duration": np.float32,
                  "phase": str, "frame_index": np.int64, "source": str}
@@ -43,20 +44,20 @@ class LegacyNpzDataset:
 
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         k = len(self.keys)
-        batch: list[tuple] = []
+        batcher = ImageBatcher(SAMPLE_FIELDS, SAMPLE_DTYPES, rows)
         for index, entry in enumerate(self._entries.rows()):
             try:
                 image, label, keys_raw, hold, phase, frame = entry_fields(entry)
-                batch.append((as_image(image), as_float(label, "label"), as_vector(keys_raw, k, "keys_raw"),
-                              as_vector(hold, k, "hold_duration"), as_phase(phase),
-                              as_int(frame, "frame_index"), self.source))
+                chunk = batcher.add(as_image(image), (
+                    as_float(label, "label"), as_vector(keys_raw, k, "keys_raw"), as_vector(hold, k, "hold_duration"),
+                    as_phase(phase), as_int(frame, "frame_index"), self.source))
             except Malformed as why:
                 raise JumpnetError(self.path, f"entry {index}: {why}") from None
-            if len(batch) == rows:
-                yield rows_to_chunk(batch, SAMPLE_FIELDS, SAMPLE_DTYPES)
-                batch = []
-        if batch:
-            yield rows_to_chunk(batch, SAMPLE_FIELDS, SAMPLE_DTYPES)
+            if chunk is not None:
+                yield chunk
+        chunk = batcher.flush()
+        if chunk is not None:
+            yield chunk
 
 
 class LegacyNpzWriter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -86,7 +86,7 @@ def as_phase(value: object) -> str:
 
 
 def as_image(value: object) -> np.ndarray:
-    """An RGB image as uint8: float images in [0, 1] are scaled and rounded, uint8 kept as is."""
+    """A validated HxWx3 image array (uint8, or float in [0, 1]), not yet converted."""
     value = unwrap(value)
     if not isinstance(value, np.ndarray) or value.dtype.hasobject:
         raise Malformed("image is not an array")
@@ -96,11 +96,55 @@ def as_image(value: object) -> np.ndarray:
         return value
     if value.dtype.kind != "f":
         raise Malformed("image is neither float nor uint8")
-    if not np.isfinite(value).all():
+    low, high = value.min(), value.max()  # NaN propagates through both
+    if not (np.isfinite(low) and np.isfinite(high)):
         raise Malformed("image has NaN or infinite values")
-    if value.min() < -1e-3 or value.max() > 1 + 1e-3:
+    if low < -1e-3 or high > 1 + 1e-3:
         raise Malformed("image values are outside [0, 1]")
-    return np.rint(np.clip(value, 0, 1) * 255).astype(np.uint8)
+    return value
+
+
+def image_to_uint8(image: np.ndarray, out: np.ndarray) -> None:
+    """Write a validated image into ``out`` as uint8: floats scaled by 255 and rounded to nearest."""
+    if image.dtype == np.uint8:
+        out[...] = image
+        return
+    scaled = np.multiply(image, np.float32(255), dtype=np.float32)
+    np.clip(scaled, 0, 255, out=scaled)
+    np.rint(scaled, out=scaled)
+    out[...] = scaled
+
+
+class ImageBatcher:
+    """Builds chunks row by row; each row's image goes straight into the chunk's uint8 array, so
+    converting an event costs one temporary, not a chain of them (which fragments the heap)."""
+
+    def __init__(self, fields: tuple[str, ...], dtypes: Mapping[str, object], rows: int = DEFAULT_ROWS):
+        self.fields, self.dtypes, self.rows = fields, dtypes, rows
+        self.shape: tuple[int, ...] | None = None
+        self._images: np.ndarray | None = None
+        self._rest: list[tuple] = []
+
+    def add(self, image: np.ndarray, rest: tuple) -> Chunk | None:
+        """Add a row (image from :func:`as_image`, then the other fields); a chunk when one is full."""
+        if self.shape is None:
+            self.shape = image.shape
+        elif image.shape != self.shape:
+            raise Malformed("image size differs from the first image")
+        if self._images is None:
+            self._images = np.empty((self.rows, *self.shape), np.uint8)
+        image_to_uint8(image, self._images[len(self._rest)])
+        self._rest.append(rest)
+        return self.flush() if len(self._rest) == self.rows else None
+
+    def flush(self) -> Chunk | None:
+        """The rows added since the last chunk, if any."""
+        if not self._rest:
+            return None
+        rest = rows_to_chunk(self._rest, self.fields[1:], self.dtypes)
+        chunk = Chunk({self.fields[0]: self._images[:len(self._rest)], **rest.columns})
+        self._images, self._rest = None, []
+        return chunk
 
 
 def entry_fields(entry: object) -> tuple:
@@ -169,26 +213,20 @@ class Recording:
     def events(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         """Well-formed events in order, as chunks of EVENT_FIELDS; malformed ones counted by reason."""
         k = len(self.keys)
-        shape: tuple[int, ...] | None = None
-        batch: list[tuple] = []
+        batcher = ImageBatcher(EVENT_FIELDS, EVENT_DTYPES, rows)
         for entry in self._entries.rows():
             try:
                 image, prev, multi_hot, holds, phase, frame = entry_fields(entry)
-                event = (as_image(image), as_float(prev, "prev_interval"),
-                         as_vector(multi_hot, k, "multi_hot"), as_vector(holds, k, "hold_durations"),
-                         as_phase(phase), as_int(frame, "frame_idx"))
-                if not (np.isfinite(event[2]).all() and np.isfinite(event[3]).all()):
+                rest = (as_float(prev, "prev_interval"), as_vector(multi_hot, k, "multi_hot"),
+                        as_vector(holds, k, "hold_durations"), as_phase(phase), as_int(frame, "frame_idx"))
+                if not (np.isfinite(rest[1]).all() and np.isfinite(rest[2]).all()):
                     raise Malformed("multi_hot or hold_durations has NaN or infinite values")
-                if shape is None:
-                    shape = event[0].shape
-                elif event[0].shape != shape:
-                    raise Malformed("image size differs from the recording's first image")
+                chunk = batcher.add(as_image(image), rest)
             except Malformed as why:
                 self.malformed[str(why)] += 1
                 continue
-            batch.append(event)
-            if len(batch) == rows:
-                yield rows_to_chunk(batch, EVENT_FIELDS, EVENT_DTYPES)
-                batch = []
-        if batch:
-            yield rows_to_chunk(batch, EVENT_FIELDS, EVENT_DTYPES)
+            if chunk is not None:
+                yield chunk
+        chunk = batcher.flush()
+        if chunk is not None:
+            yield chunk

@@ -11,9 +11,10 @@ Layout (N samples, K keys, HxW images)::
     source         (N,)         string   chunks (4096,)        zstd
     attrs: keys (list of str), provenance (list of stage records, oldest first)
 
-64 frames (10 MB raw) per image chunk keeps a chunk in cache while it is written and read back; zstd
-level 1 compresses game frames about 3x at over 600 MB/s, fast enough not to hold up decoding
-(``benchmarks/bench_store.py`` compares codecs).
+64 frames (10 MB raw) per image chunk keeps a chunk in cache while it is written and read back. zstd
+level 1 compresses frames decoded from game video about 6x at 560 MB/s here, 18% faster than level 3
+for 11% more bytes: negatives, most of every dataset, must be written as fast as video decodes
+(``benchmarks/bench_store.py`` compares codecs on captures and on decoded video).
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ class Scene:
             tex[self.ground - h:self.ground, cx:cx + w] = (40, 40, 55)
         for cx, cy in zip(rng.integers(0, width, width // 40), rng.integers(0, size // 3, width // 40)):  # clouds
             tex[cy:cy + 6, cx:cx + 20] = (245, 245, 250)
-        tex += rng.normal(0, 6, tex.shape)
         tex = np.clip(tex, 0, 255).astype(np.uint8)
         self.texture = np.concatenate([tex, tex[:, :size]], axis=1)
-        self.grain = rng.integers(-8, 9, size=(4, size, size, 3), dtype=np.int16)
+        grain = rng.integers(-6, 7, size=(4, size, size, 3), dtype=np.int16)  # sensor-like speckle on ~10%
+        self.grain = np.where(rng.random((4, size, size, 1)) < 0.1, grain, 0).astype(np.int16)
         self.width = width
         self.speed = max(1, size // 75)
         self.jumps = jumps

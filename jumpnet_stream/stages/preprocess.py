@@ -15,12 +15,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, rows_to_chunk
+from ..chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
 from ..errors import JumpnetError
 from ..formats import check_output, create_dataset
 from ..legacy import SAMPLE_DTYPES
 from ..progress import progress_bar
-from ..recording import Recording
+from ..recording import ImageBatcher, Recording
 
 
 @dataclass
@@ -44,8 +44,8 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
                rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
     """Event chunks in, positive sample chunks out; ``counts`` gains press_seen, release_seen,
     paired and unmatched_final_press."""
+    positives = ImageBatcher(SAMPLE_FIELDS, SAMPLE_DTYPES, rows)
     pending: tuple | None = None
-    out: list[tuple] = []
     for chunk in events:
         active = chunk["multi_hot"][:, key_index] > 0.5
         for i, phase in enumerate(chunk["phase"]):
@@ -57,26 +57,25 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
             counts["release_seen"] += 1
             if pending is None:
                 continue
-            hold = np.zeros(len(pending[1]), np.float32)
-            hold[key_index] = chunk["hold_durations"][i, key_index]
-            out.append(_positive(pending, hold, source))
             counts["paired"] += 1
+            done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source))
             pending = None
-        if len(out) >= rows:
-            yield rows_to_chunk(out, SAMPLE_FIELDS, SAMPLE_DTYPES)
-            out = []
+            if done is not None:
+                yield done
     if pending is not None:
-        hold = np.zeros(len(pending[1]), np.float32)
-        hold[key_index] = np.nan
-        out.append(_positive(pending, hold, source))
         counts["unmatched_final_press"] += 1
-    if out:
-        yield rows_to_chunk(out, SAMPLE_FIELDS, SAMPLE_DTYPES)
+        positives.add(pending[0], _positive(pending, np.nan, key_index, source))
+    done = positives.flush()
+    if done is not None:
+        yield done
 
 
-def _positive(press: tuple, hold: np.ndarray, source: str) -> tuple:
-    image, multi_hot, frame = press
-    return (image, 1.0, multi_hot, hold, "press", frame, source)
+def _positive(press: tuple, hold: float, key_index: int, source: str) -> tuple:
+    """The fields after the image of a positive sample: the hold goes in the target key's slot."""
+    _, multi_hot, frame = press
+    holds = np.zeros(len(multi_hot), np.float32)
+    holds[key_index] = hold
+    return (1.0, multi_hot, holds, "press", frame, source)
 
 
 def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = "w", overwrite: bool = False,

@@ -1,0 +1,40 @@
+"""Shared fixtures: real synthetic recordings written by the project's generator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from jumpnet_stream.synth import make_recording  # noqa: E402
+
+
+def run_cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """The real command line, as a subprocess."""
+    return subprocess.run([sys.executable, "-m", "jumpnet_stream", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="session")
+def recordings(tmp_path_factory):
+    """Keylogs with every wrinkle, in both layouts, single- and multi-key, written both ways."""
+    out = tmp_path_factory.mktemp("recordings")
+    return {
+        "single_rows": make_recording(out, name="single_rows", seconds=20, keys=("w",), seed=1,
+                                      writer="numpy", video=False),
+        "single_tuples_wrinkled": make_recording(out, name="single_tuples", seconds=20, keys=("w",), seed=2,
+                                                 layout="tuples", writer="numpy", wrinkles=True, old_keys=True,
+                                                 malformed=4, video=False),
+        "multi_rows_wrinkled": make_recording(out, name="multi_rows", seconds=25, keys=("a", "s", "d", "f"),
+                                              seed=3, writer="numpy", wrinkles=True, video=False),
+        "multi_tuples_stream": make_recording(out, name="multi_tuples", seconds=25, keys=("w", "a", "d"),
+                                              seed=4, layout="tuples", writer="stream", wrinkles=True,
+                                              malformed=3, video=False),
+        "with_video": make_recording(out, name="game", seconds=8, keys=("w", "a"), seed=5, writer="numpy"),
+    }

@@ -1,0 +1,200 @@
+"""The restricted, streaming reader of pickled object arrays: correct, safe, and holding nothing back."""
+
+from __future__ import annotations
+
+import gc
+import io
+import os
+import pickle
+import weakref
+import zipfile
+
+import numpy as np
+import pytest
+
+from jumpnet_stream import JumpnetError
+from jumpnet_stream.npz import ObjectArrayReader, ObjectArrayWriter
+from jumpnet_stream.recording import Recording
+
+
+def _entries(n, seed=0, size=(12, 10, 3)):
+    rng = np.random.default_rng(seed)
+    return [(rng.random(size, dtype=np.float32), float(i) / 3, np.array([i % 2, 1], np.float32),
+             np.array([0.25 * i, 0], np.float32), ("press", "release")[i % 2], i) for i in range(n)]
+
+
+def _write_npz(path, array, protocol=None, keys=("w", "a")):
+    """An npz as np.savez writes it, or with the object array pickled at another protocol."""
+    if protocol is None:
+        np.savez(path, data=array, keys=np.array(keys))
+        return
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": array.shape})
+    buf.write(pickle.dumps(array, protocol=protocol))
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("data.npy", buf.getvalue())
+        keys_buf = io.BytesIO()
+        np.save(keys_buf, np.array(keys))
+        zf.writestr("keys.npy", keys_buf.getvalue())
+
+
+def _as_1d(entries):
+    array = np.empty(len(entries), dtype=object)
+    for i, entry in enumerate(entries):
+        array[i] = entry
+    return array
+
+
+def _assert_rows_equal(rows, entries):
+    assert len(rows) == len(entries)
+    for row, entry in zip(rows, entries):
+        assert len(row) == 6
+        for got, want in zip(row, entry):
+            if isinstance(want, np.ndarray):
+                np.testing.assert_array_equal(got, want)
+                assert got.dtype == want.dtype
+            else:
+                assert got == want and type(got) is type(want)
+
+
+@pytest.mark.parametrize("layout", ["rows", "tuples"])
+@pytest.mark.parametrize("protocol", [None, 2, 3, 4, 5])
+def test_streams_what_numpy_and_pickle_write(tmp_path, layout, protocol):
+    entries = _entries(2345)  # more than one APPENDS batch of 1000
+    array = np.array(entries, dtype=object) if layout == "rows" else _as_1d(entries)
+    _write_npz(tmp_path / "r.npz", array, protocol)
+    reader = ObjectArrayReader(tmp_path / "r.npz")
+    assert reader.shape == array.shape
+    _assert_rows_equal(list(reader.rows()), entries)
+    assert reader.whole_loaded is None
+
+
+@pytest.mark.parametrize("width", [6, None])
+def test_our_writer_round_trips_through_numpy(tmp_path, width):
+    entries = _entries(1001)
+    writer = ObjectArrayWriter(tmp_path / "w.npz", width=width)
+    for entry in entries:
+        writer.append(entry)
+    writer.close({"keys": np.array(["w"])})
+    with np.load(tmp_path / "w.npz", allow_pickle=True) as z:  # our own file: numpy's loader as oracle
+        data = z["data"]
+        assert z["keys"].tolist() == ["w"]
+    assert data.shape == ((1001, 6) if width else (1001,))
+    _assert_rows_equal([tuple(r) for r in data], entries)
+    _assert_rows_equal(list(ObjectArrayReader(tmp_path / "w.npz").rows()), entries)
+
+
+def test_empty_array(tmp_path):
+    writer = ObjectArrayWriter(tmp_path / "e.npz")
+    writer.close({"keys": np.array(["w"])})
+    assert np.load(tmp_path / "e.npz", allow_pickle=True)["data"].shape == (0, 6)
+    assert list(ObjectArrayReader(tmp_path / "e.npz").rows()) == []
+
+
+def test_no_reference_kept_to_handed_out_images(tmp_path):
+    entries = _entries(300, size=(64, 64, 3))  # 48 KiB each
+    np.savez(tmp_path / "r.npz", data=np.array(entries, dtype=object), keys=np.array(["w"]))
+    del entries
+    reader = ObjectArrayReader(tmp_path / "r.npz", memo_budget=1 << 20)
+    alive = []
+    for row in reader.rows():
+        alive.append(weakref.ref(row[0]))
+        del row
+    gc.collect()
+    still = sum(ref() is not None for ref in alive)
+    assert still <= 25, f"{still} of 300 images still referenced"  # 1 MiB of memo + the lag, at most
+
+
+def test_shared_image_beyond_budget_falls_back_to_whole_load(tmp_path):
+    entries = _entries(400, size=(40, 40, 3))
+    shared = entries[0][0]
+    entries[399] = (shared, *entries[399][1:])
+    np.savez(tmp_path / "r.npz", data=np.array(entries, dtype=object), keys=np.array(["w"]))
+    reader = ObjectArrayReader(tmp_path / "r.npz", memo_budget=256 << 10)
+    with pytest.warns(UserWarning, match="loading 'data' whole"):
+        rows = list(reader.rows())
+    _assert_rows_equal(rows, entries)
+    assert reader.whole_loaded
+
+
+def test_shared_image_within_budget_streams(tmp_path):
+    entries = _entries(50)
+    entries[3] = (entries[2][0], *entries[3][1:])  # same frame object for two events, as a recorder may do
+    np.savez(tmp_path / "r.npz", data=np.array(entries, dtype=object), keys=np.array(["w"]))
+    reader = ObjectArrayReader(tmp_path / "r.npz")
+    _assert_rows_equal(list(reader.rows()), entries)
+    assert reader.whole_loaded is None
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _EvilNumpy:
+    def __reduce__(self):
+        return (np.load, ("/etc/passwd",))
+
+
+@pytest.mark.parametrize("layout", ["rows", "tuples"])
+@pytest.mark.parametrize("payload", ["os.system", "numpy.load", "builtins.eval"])
+def test_hostile_pickles_run_nothing(tmp_path, layout, payload):
+    marker = tmp_path / "pwned"
+    entries = _entries(5)
+    evil = {"os.system": _Evil(marker), "numpy.load": _EvilNumpy(),
+            "builtins.eval": _EvalPayload(f"open({str(marker)!r}, 'w')")}[payload]
+    entries[3] = (evil, *entries[3][1:])
+    array = np.array(entries, dtype=object) if layout == "rows" else _as_1d(entries)
+    np.savez(tmp_path / "evil.npz", data=array, keys=np.array(["w"]))
+    recording = Recording(tmp_path / "evil.npz")
+    with pytest.raises(JumpnetError, match=r"evil.npz: unsafe pickle refused: refusing to unpickle"):
+        list(recording.events())
+    assert not marker.exists()
+
+
+class _EvalPayload:
+    def __init__(self, code):
+        self.code = code
+
+    def __reduce__(self):
+        return (eval, (self.code,))
+
+
+def test_hostile_keys_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    np.savez(tmp_path / "evil.npz", data=np.array(_entries(2), dtype=object),
+             keys=np.array([_Evil(marker)], dtype=object))
+    with pytest.raises(JumpnetError, match="unsafe 'keys' refused"):
+        Recording(tmp_path / "evil.npz")
+    assert not marker.exists()
+
+
+def test_forbidden_opcode_refused(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    # protocol 0 INST opcode: builtins.print, would run on load
+    payload = header.getvalue() + b"(ibuiltins\nprint\n(S'x'\ntR."
+    with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
+        zf.writestr("data.npy", payload)
+    with pytest.raises(JumpnetError, match="unsafe pickle refused"):
+        list(ObjectArrayReader(tmp_path / "bad.npz").rows())
+
+
+def test_truncated_file_is_a_clear_error(tmp_path):
+    np.savez(tmp_path / "r.npz", data=np.array(_entries(200), dtype=object), keys=np.array(["w"]))
+    with zipfile.ZipFile(tmp_path / "r.npz") as zf:
+        member = zf.read("data.npy")
+    with zipfile.ZipFile(tmp_path / "cut.npz", "w") as zf:
+        zf.writestr("data.npy", member[: len(member) // 2])
+        zf.writestr("keys.npy", _npy(np.array(["w"])))
+    with pytest.raises(JumpnetError, match="cut.npz: 'data' is corrupt or truncated"):
+        list(Recording(tmp_path / "cut.npz").events())
+
+
+def _npy(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
