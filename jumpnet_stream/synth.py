@@ -198,6 +198,7 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
         if not out.isOpened():
             raise RuntimeError(f"{video_path}: OpenCV cannot write mp4v video here")
     position = 0
+    shown: list[str] = []  # keys held now, as the recorder's overlay shows them
     for f in range(frames if video_path else (entries[-1][4] + 1 if entries else 0)):
         here = []
         while position < len(entries) and entries[position][4] == f:
@@ -212,8 +213,9 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
                 sink.add(_malformed(rng, keys, capture))
             entry = [image, prev, multi_hot, holds, phase, frame]
             sink.add(tuple(_wrinkle(entry, rng) if wrinkles else entry))
+        if here:
+            shown = [keys[j] for j in range(len(keys)) if here[-1][1][j] > 0]
         if out is not None:
-            shown = [keys[j] for j in range(len(keys)) if here and here[-1][1][j] > 0] if here else []
             bgr = cv2.cvtColor(cv2.resize(capture_rgb, (2 * capture, 2 * capture), interpolation=cv2.INTER_LINEAR),
                                cv2.COLOR_RGB2BGR)
             cv2.putText(bgr, f"f{f} keys: {' '.join(shown)}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
