@@ -10,7 +10,6 @@ memory flat in its length.
 
 from __future__ import annotations
 
-import io
 import pickle
 import struct
 from collections import OrderedDict
@@ -153,14 +152,16 @@ class StreamingUnpickler:
                 raise pickle.UnpicklingError("pickle GLOBAL name too long")
 
     # -- stack ----------------------------------------------------------------------------------
+    # A structure this interpreter does not expect goes to the standard unpickler (allowlisted
+    # too), which either loads it or names the real problem.
     def _pop(self) -> object:
         if not self.stack:
-            raise pickle.UnpicklingError("pickle stack underflow")
+            raise NeedsWholeLoad("pickle stack underflow")
         return self.stack.pop()
 
     def _pop_mark(self) -> list[object]:
         if not self.metastack:
-            raise pickle.UnpicklingError("pickle MARK missing")
+            raise NeedsWholeLoad("pickle MARK missing")
         items = self.stack
         self.stack = self.metastack.pop()
         return items
@@ -316,7 +317,7 @@ class StreamingUnpickler:
         def tuple_n(n: int) -> Callable[[], None]:
             def op() -> None:
                 if len(st.stack) < n:
-                    raise pickle.UnpicklingError("pickle stack underflow")
+                    raise NeedsWholeLoad("pickle stack underflow")
                 items = tuple(st.stack[len(st.stack) - n:])
                 del st.stack[len(st.stack) - n:]
                 st.stack.append(items)
@@ -431,7 +432,7 @@ class StreamingUnpickler:
     def _top_list(self) -> list:
         target = self.stack[-1] if self.stack else None
         if not isinstance(target, list):
-            raise pickle.UnpicklingError("pickle APPEND to something that is not a list")
+            raise NeedsWholeLoad("pickle APPEND to something that is not a list")
         return target
 
     def _is_top_array(self, obj: object) -> bool:
@@ -459,8 +460,3 @@ def _weight(obj: object, depth: int = 0) -> int:
 _FORBIDDEN = {b"i": "INST", b"o": "OBJ", b"\x81": "NEWOBJ", b"\x92": "NEWOBJ_EX", b"P": "PERSID",
               b"Q": "BINPERSID", b"\x82": "EXT1", b"\x83": "EXT2", b"\x84": "EXT4",
               b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER"}
-
-
-def loads_whole(data: bytes) -> Any:
-    """Restricted unpickling of a bytes object."""
-    return load_whole(io.BytesIO(data))
