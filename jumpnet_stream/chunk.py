@@ -81,3 +81,16 @@ def rows_to_chunk(rows: list[tuple], fields: tuple[str, ...], dtypes: Mapping[st
         columns[name] = np.stack(values).astype(dtype, copy=False) if values and isinstance(values[0], np.ndarray) \
             else np.asarray(values, dtype=dtype)
     return Chunk(columns)
+
+
+def select_rows(chunks: Iterable[Chunk], positions: np.ndarray) -> Iterator[Chunk]:
+    """The rows at sorted global ``positions`` of a chunk stream, in order."""
+    positions = np.asarray(positions, np.int64)
+    offset = 0
+    for chunk in chunks:
+        lo, hi = np.searchsorted(positions, [offset, offset + len(chunk)])
+        if hi > lo:
+            yield chunk.take(positions[lo:hi] - offset)
+        offset += len(chunk)
+        if hi == len(positions):
+            return

@@ -6,11 +6,15 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import asdict
 from typing import Callable, Sequence
 
 from . import __version__
 from .errors import JumpnetError
+from .pipeline import return_large_buffers_to_os
+from .stages.negatives import negatives
 from .stages.preprocess import preprocess
+from .stages.reduce import reduce
 
 PROG = "jumpnet-stream"
 
@@ -41,6 +45,39 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_negatives(args: argparse.Namespace) -> int:
+    report = negatives(args.video, args.output, positives=args.positives, radius=args.radius, keep=args.keep,
+                       seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    print(f"negatives {args.video} -> {args.output}")
+    claimed = "unknown" if report.frames_claimed is None else report.frames_claimed
+    read = "frames read" if args.keep is None else "frames read (to the last chosen)"
+    rows = [(read, report.frames_read), ("frames claimed by container", claimed),
+            (f"excluded (within {args.radius} of a positive)", report.excluded), ("eligible", report.eligible)]
+    if args.keep is not None:
+        rows.append((f"not chosen (--keep {args.keep})", report.not_chosen))
+    rows.append(("negatives written", report.written))
+    for label, value in rows:
+        print(f"  {label:<36}{value:>9}")
+    if report.chosen_past_end:
+        print(f"  {report.chosen_past_end} chosen frames lie past the video's end: its container claims "
+              f"{claimed} frames")
+    return 0
+
+
+def cmd_reduce(args: argparse.Namespace) -> int:
+    report = reduce(args.input, args.output, keep=args.keep, seed=args.seed, overwrite=args.overwrite,
+                    quiet=args.quiet)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        print(f"reduce {args.input} -> {args.output}: kept {report.kept} of {report.total} "
+              f"(seed {args.seed}), dropped {report.dropped}")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output dataset: .zarr (the store) or .npz (the seed's legacy format)")
@@ -67,12 +104,39 @@ def build_parser() -> argparse.ArgumentParser:
                    "(single-key sets only)")
     p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_preprocess)
+
+    p = sub.add_parser("negatives", help="frames away from every jump, from the video: negative samples",
+                       description="Stage 4: every frame of VIDEO not within RADIUS frames of a positive's "
+                       "frame_index becomes a negative sample (label 0), resized to the positives' image size, "
+                       "in frame order. With --keep N, N of those frames are chosen first (uniformly, seeded, as "
+                       "'reduce' would) and only they are decoded to pixels. Memory stays flat in video length.")
+    p.add_argument("video", metavar="VIDEO", help="the recording's video (recordings/<name>_<HHMMSS>.mp4)")
+    _common(p)
+    p.add_argument("--positives", required=True, metavar="POS", help="the positives (.zarr or .npz) of this recording")
+    p.add_argument("--radius", type=int, default=2, help="frames either side of a positive to exclude (default: 2)")
+    p.add_argument("--keep", type=int, default=None, metavar="N", help="keep N negatives chosen at random")
+    p.add_argument("--seed", type=int, default=42, help="seed of the --keep choice (default: 42)")
+    p.add_argument("--size", type=int, default=None,
+                   help="square image size (default: the positives' size, 227 if there are none)")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
+    p.set_defaults(run=cmd_negatives)
+
+    p = sub.add_parser("reduce", help="keep N samples chosen at random, in order",
+                       description="Stage 5: keep N samples of IN chosen uniformly without replacement (seeded), "
+                       "in their original order; all of them if there are fewer. Streams: only chosen rows are read.")
+    p.add_argument("input", metavar="IN", help="dataset (.zarr or .npz)")
+    _common(p)
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="how many samples to keep")
+    p.add_argument("--seed", type=int, default=42, help="seed of the choice (default: 42)")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
+    p.set_defaults(run=cmd_reduce)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _one_line_warnings()
+    return_large_buffers_to_os()
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

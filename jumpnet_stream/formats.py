@@ -12,6 +12,8 @@ import os
 import shutil
 from typing import Any, Iterator, Protocol
 
+import numpy as np
+
 from .chunk import DEFAULT_ROWS, Chunk
 from .errors import JumpnetError
 from .legacy import LegacyNpzDataset, LegacyNpzWriter
@@ -28,6 +30,8 @@ class DatasetReader(Protocol):
     def __len__(self) -> int: ...
 
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]: ...
+
+    def take(self, positions: np.ndarray) -> Iterator[Chunk]: ...
 
 
 class DatasetWriter(Protocol):

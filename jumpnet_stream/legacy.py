@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
 from .errors import JumpnetError
 from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
 from .recording import (ImageBatcher, Malformed, as_float, as_image, as_int, as_phase, as_vector, entry_fields,
@@ -58,6 +58,11 @@ class LegacyNpzDataset:
         chunk = batcher.flush()
         if chunk is not None:
             yield chunk
+
+
+    def take(self, positions: np.ndarray) -> Iterator[Chunk]:
+        """The rows at sorted ``positions`` (the file is streamed through once)."""
+        return select_rows(self.chunks(), positions)
 
 
 class LegacyNpzWriter:

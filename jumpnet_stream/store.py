@@ -24,6 +24,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import zarr
+from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
@@ -63,6 +64,9 @@ class ZarrDatasetWriter:
         self._pending_rows = 0
         self._capacity = 0
         self._flushed = 0
+        self._small: list[Chunk] = []  # flushed rows' small columns, awaiting a whole 4096-row chunk
+        self._small_rows = 0
+        self._zstd = Zstd(level=level)
 
     def _create(self, image_shape: tuple[int, int, int]) -> None:
         k = len(self.keys)
@@ -90,19 +94,44 @@ class ZarrDatasetWriter:
             self._flush(whole_chunks_only=True)
 
     def _flush(self, whole_chunks_only: bool) -> None:
-        if not self._pending_rows:
-            return
-        merged = Chunk.concat(self._pending)
-        n = len(merged) - len(merged) % IMAGE_ROWS if whole_chunks_only else len(merged)
-        start, stop = self._flushed, self._flushed + n
-        if stop > self._capacity:  # grow geometrically: resizing rewrites metadata, so do it rarely
-            self._resize(max(stop, 2 * self._capacity, SCALAR_ROWS))
-        for name, array in self._arrays.items():
-            column = merged[name][:n]
-            array[start:stop] = column.astype(object) if column.dtype.kind == "U" else column
-        self._flushed = stop
-        rest = merged.take(slice(n, len(merged)))
-        self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
+        """Write pending images in whole 64-row chunks (all of them at the end); the small columns
+        wait for a whole 4096-row chunk, since every zarr write of a partial chunk rewrites it."""
+        if self._pending_rows:
+            merged = Chunk.concat(self._pending)
+            n = len(merged) - len(merged) % IMAGE_ROWS if whole_chunks_only else len(merged)
+            start, stop = self._flushed, self._flushed + n
+            if stop > self._capacity:  # grow geometrically: resizing rewrites metadata, so do it rarely
+                self._resize(max(stop, 2 * self._capacity, SCALAR_ROWS))
+            if n:
+                if start % IMAGE_ROWS == 0 and n % IMAGE_ROWS == 0:
+                    self._write_image_chunks(start, merged["image"][:n])
+                else:
+                    self._arrays["image"][start:stop] = merged["image"][:n]
+                self._small.append(Chunk({k: v[:n] for k, v in merged.columns.items() if k != "image"}))
+                self._small_rows += n
+            self._flushed = stop
+            rest = merged.take(slice(n, len(merged)))
+            self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
+        if self._small_rows >= SCALAR_ROWS or (not whole_chunks_only and self._small_rows):
+            small = Chunk.concat(self._small)
+            start = self._flushed - self._small_rows
+            n = len(small) - len(small) % SCALAR_ROWS if whole_chunks_only else len(small)
+            for name, column in small.columns.items():
+                column = column[:n]
+                self._arrays[name][start:start + n] = column.astype(object) if column.dtype.kind == "U" else column
+            rest = small.take(slice(n, len(small)))
+            self._small, self._small_rows = ([rest] if len(rest) else []), len(rest)
+
+    def _write_image_chunks(self, start: int, images: np.ndarray) -> None:
+        """Whole image chunks, compressed here and written as chunk files: byte for byte what zarr
+        writes for codecs [bytes, zstd] (a zstd frame of the chunk's C-order bytes), at half the CPU
+        of zarr's own write path, which copies each 10 MB chunk several times."""
+        folder = os.path.join(self.path, "image")
+        for offset in range(0, len(images), IMAGE_ROWS):
+            block = np.ascontiguousarray(images[offset:offset + IMAGE_ROWS])
+            index = (start + offset) // IMAGE_ROWS
+            with open(os.path.join(folder, f"c.{index}.0.0.0"), "wb") as f:
+                f.write(self._zstd.encode(block))
 
     def _resize(self, rows: int) -> None:
         for array in self._arrays.values():
@@ -151,3 +180,12 @@ class ZarrDataset:
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         for start in range(0, len(self), rows):
             yield self.read(start, min(start + rows, len(self)))
+
+    def take(self, positions: np.ndarray) -> Iterator[Chunk]:
+        """The rows at sorted ``positions``, reading only the image chunks that hold them."""
+        positions = np.asarray(positions, np.int64)
+        windows = positions // IMAGE_ROWS
+        for window in np.unique(windows):
+            start = int(window) * IMAGE_ROWS
+            block = self.read(start, min(start + IMAGE_ROWS, len(self)))
+            yield block.take(positions[windows == window] - start)

@@ -272,3 +272,21 @@ class _EntrySink:
             for i, entry in enumerate(self._entries):
                 data[i] = entry
         np.savez(self.path, data=data, keys=keys)
+
+
+def write_clip(path: str | os.PathLike, frames: np.ndarray, *, claimed: int | None = None, fps: float = FPS) -> None:
+    """An MJPG AVI of ``frames`` (N, H, W, 3 BGR); ``claimed`` rewrites the frame count its headers give,
+    making the kind of file whose container count is wrong."""
+    path = os.fspath(path)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (frames.shape[2], frames.shape[1]))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+    if claimed is None:
+        return
+    data = bytearray(open(path, "rb").read())
+    for tag, offset in ((b"avih", 24), (b"strh", 40)):  # dwTotalFrames, dwLength
+        at = data.find(tag)
+        data[at + offset:at + offset + 4] = int(claimed).to_bytes(4, "little")
+    with open(path, "wb") as f:
+        f.write(data)

@@ -1,0 +1,136 @@
+"""Negative extraction against plain decoding of the same video, in one run.
+
+For each length: writes a synthetic recording (454x454 mp4v, 30 fps; cached in --workdir), pairs its
+positives, then times in fresh processes ``jumpnet-stream negatives`` (all eligible frames: decode,
+resize, compress, write) and a plain ``cv2.VideoCapture.read()`` loop over the same file. Start-up
+(imports, numba cache load, opening files) is excluded by differencing against a short recording:
+fps = (frames_long - frames_short) / (time_long - time_short). Also the seed's in-memory approach
+(every frame kept as float64, then ``np.savez``) on a short clip, for contrast.
+
+    python benchmarks/bench_negatives.py --minutes 5 [--workdir bench-out] [--json]
+    python benchmarks/bench_negatives.py --minutes 5,60     # peak RSS against length
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from jumpnet_stream.synth import make_recording  # noqa: E402
+from tools.measure import run_peak_rss  # noqa: E402
+
+PLAIN = """
+import cv2, sys
+cap = cv2.VideoCapture(sys.argv[1])
+n, frame = 0, None
+while True:
+    ok, frame = cap.read(frame)
+    if not ok:
+        break
+    n += 1
+print(n)
+"""
+
+SEED_STYLE = """
+import cv2, numpy as np, sys
+cap = cv2.VideoCapture(sys.argv[1])
+entries, i = [], 0
+while True:
+    ok, frame = cap.read()
+    if not ok:
+        break
+    rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) / 255.0
+    entries.append((rgb, 0.0, [0.0], [0.0], "press", i))
+    i += 1
+np.savez(sys.argv[2], data=np.array(entries, dtype=object))
+print(i)
+"""
+
+
+def recording(workdir: str, minutes: float) -> tuple[str, str]:
+    """(video, positives.zarr) for a synthetic recording of ``minutes``, made once and reused."""
+    folder = os.path.join(workdir, f"rec-{minutes:g}min")
+    name = "bench"
+    video = os.path.join(folder, f"{name}_120000.mp4")
+    positives = os.path.join(folder, "positives.zarr")
+    if not os.path.exists(positives):
+        make_recording(folder, name=name, seconds=60 * minutes, keys=("w",), seed=21)
+        subprocess.run([sys.executable, "-m", "jumpnet_stream", "preprocess", os.path.join(folder, f"{name}.npz"),
+                        "-o", positives, "--quiet", "--json"], check=True, capture_output=True)
+        os.remove(os.path.join(folder, f"{name}.npz"))  # only the positives are needed here
+    return video, positives
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(seconds, peak RSS MB, stdout) of a command in a fresh process."""
+    start = time.perf_counter()
+    code, peak, out, err = run_peak_rss(cmd)
+    seconds = time.perf_counter() - start
+    if code:
+        sys.exit(f"{' '.join(cmd)} failed: {err.strip()}")
+    return seconds, peak, out
+
+
+def negatives_run(video: str, positives: str, out: str) -> tuple[float, float, int]:
+    seconds, peak, stdout = timed([sys.executable, "-m", "jumpnet_stream", "negatives", video, "-o", out,
+                                   "--positives", positives, "--overwrite", "--quiet", "--json"])
+    return seconds, peak, json.loads(stdout)["frames_read"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", default="5", help="comma-separated video lengths to measure")
+    parser.add_argument("--short-minutes", type=float, default=0.5, help="the short run that start-up is taken from")
+    parser.add_argument("--seed-seconds", type=float, default=10, help="clip length for the seed-style run (0: skip)")
+    parser.add_argument("--workdir", default=os.path.join(ROOT, "bench-out"))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    os.makedirs(args.workdir, exist_ok=True)
+    out = os.path.join(args.workdir, "negatives.zarr")
+
+    short_video, short_pos = recording(args.workdir, args.short_minutes)
+    rows = []
+    for minutes in [float(m) for m in args.minutes.split(",")]:
+        video, positives = recording(args.workdir, minutes)
+        # Interleave ours and plain decoding so that drifts in machine speed hit both alike.
+        ours_long, peak, frames_long = negatives_run(video, positives, out)
+        ours_short, _, frames_short = negatives_run(short_video, short_pos, out)
+        plain_long, _, _ = timed([sys.executable, "-c", PLAIN, video])
+        plain_short, _, _ = timed([sys.executable, "-c", PLAIN, short_video])
+        frames = frames_long - frames_short
+        ours_fps = frames / (ours_long - ours_short)
+        plain_fps = frames / (plain_long - plain_short)
+        size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+        rows.append({"minutes": minutes, "frames": frames_long, "plain_decode_fps": round(plain_fps),
+                     "negatives_fps": round(ours_fps), "ratio": round(ours_fps / plain_fps, 2),
+                     "negatives_peak_rss_mb": round(peak), "startup_s": round(ours_short - frames_short / ours_fps, 2),
+                     "store_bytes_per_frame": round(size / frames_long)})
+
+    print(f"{'minutes':>7} {'frames':>7} {'plain decode fps':>17} {'negatives fps':>14} {'ratio':>6} "
+          f"{'peak RSS MB':>12} {'start-up s':>11} {'stored B/frame':>15}")
+    for r in rows:
+        print(f"{r['minutes']:>7g} {r['frames']:>7} {r['plain_decode_fps']:>17} {r['negatives_fps']:>14} "
+              f"{r['ratio']:>6} {r['negatives_peak_rss_mb']:>12} {r['startup_s']:>11} {r['store_bytes_per_frame']:>15}")
+
+    seed = None
+    if args.seed_seconds:
+        clip, _ = recording(args.workdir, args.seed_seconds / 60)
+        seconds, peak, stdout = timed([sys.executable, "-c", SEED_STYLE, clip, os.path.join(args.workdir, "seed.npz")])
+        os.remove(os.path.join(args.workdir, "seed.npz"))
+        seed = {"frames": int(stdout), "fps": round(int(stdout) / seconds), "peak_rss_mb": round(peak),
+                "mb_per_minute": round(peak / (args.seed_seconds / 60))}
+        print(f"\nseed-style (all frames in RAM as float64, np.savez), {args.seed_seconds:g} s clip: "
+              f"{seed['fps']} frames/s, peak RSS {seed['peak_rss_mb']} MB (~{seed['mb_per_minute']} MB per minute of video)")
+    if args.json:
+        print(json.dumps({"rows": rows, "seed_style": seed}))
+
+
+if __name__ == "__main__":
+    main()

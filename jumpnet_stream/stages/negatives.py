@@ -1,0 +1,143 @@
+"""Stage 4, negatives: every video frame not within ``radius`` of a positive becomes a sample (SPEC 2.4).
+
+``(frame RGB resized to the positives' size, 0.0, zeros(K), zeros(K), "press", frame_index)``, in
+frame order. With ``keep``, the frames are chosen (as stage 5 would choose them from the full set)
+before decoding, and only those are decoded to pixels; the rest are only grabbed. Decoding and
+resizing run in a background thread while the caller's thread compresses and writes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..chunk import DEFAULT_ROWS, Chunk
+from ..errors import JumpnetError
+from ..formats import check_output, create_dataset, open_dataset
+from ..kernels import resize_rgb
+from ..pipeline import threaded
+from ..progress import progress_bar
+from ..video import Video
+from .reduce import choose
+
+
+@dataclass
+class NegativesReport:
+    """Every frame accounted for: decoded = excluded + eligible (+ frames past the last chosen one)."""
+
+    frames_claimed: int | None = None   # what the container says
+    frames_read: int = 0                # frames the decoder delivered (grabbed or retrieved)
+    excluded: int = 0                   # within radius of a positive
+    eligible: int = 0                   # candidates for a negative
+    written: int = 0                    # negatives written
+    not_chosen: int = 0                 # eligible but left out by --keep
+    chosen_past_end: int = 0            # chosen from the claimed count, but the video ended first
+
+
+def excluded_frames(positive_frames: np.ndarray, radius: int) -> np.ndarray:
+    """Sorted unique frame indices within ``radius`` of any positive."""
+    if radius < 0:
+        raise ValueError("radius must be >= 0")
+    offsets = np.arange(-radius, radius + 1)
+    frames = (np.asarray(positive_frames, np.int64)[:, None] + offsets[None, :]).ravel()
+    return np.unique(frames[frames >= 0])
+
+
+def eligible_frames(n_frames: int, excluded: np.ndarray) -> np.ndarray:
+    """Frame indices in ``[0, n_frames)`` that are not excluded, in order."""
+    mask = np.ones(n_frames, bool)
+    mask[excluded[excluded < n_frames]] = False
+    return np.flatnonzero(mask)
+
+
+def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, source: str,
+               rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+    """BGR frame chunks -> negative sample chunks of ``rows`` (RGB resized to ``size``, label 0, zero vectors).
+
+    Each frame is resized straight into the sample chunk being filled, so frames are never copied.
+    """
+    images = np.empty((rows, *size, 3), np.uint8)
+    indices = np.empty(rows, np.int64)
+    n = 0
+    for chunk in frames:
+        for frame, index in zip(chunk["frame"], chunk["frame_index"]):
+            resize_rgb(frame, size, out=images[n])
+            indices[n] = index
+            n += 1
+            if n == rows:
+                yield _negative_chunk(images, indices, keys, source)
+                images, n = np.empty((rows, *size, 3), np.uint8), 0
+    if n:
+        yield _negative_chunk(images[:n], indices[:n], keys, source)
+
+
+def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: str) -> Chunk:
+    n = len(images)
+    return Chunk({"image": images, "label": np.zeros(n, np.float32), "keys_raw": np.zeros((n, keys), np.float32),
+                  "hold_duration": np.zeros((n, keys), np.float32), "phase": np.full(n, "press"),
+                  "frame_index": indices.copy(), "source": np.full(n, source)})
+
+
+def _positives_info(path: str) -> tuple[list[str], np.ndarray, tuple[int, int] | None]:
+    """The positives' keys, frame indices and image size, in one streaming pass."""
+    dataset = open_dataset(path)
+    frames, size = [], None
+    for chunk in dataset.chunks():
+        frames.append(chunk["frame_index"])
+        size = size or tuple(chunk["image"].shape[1:3])
+    return dataset.keys, np.concatenate(frames) if frames else np.zeros(0, np.int64), size
+
+
+def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives: str | os.PathLike,
+              radius: int = 2, keep: int | None = None, seed: int = 42, size: int | None = None,
+              overwrite: bool = False, quiet: bool = True) -> NegativesReport:
+    """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices."""
+    video, output, positives = os.fspath(video), os.fspath(output), os.fspath(positives)
+    check_output(output, overwrite)
+    if keep is not None and keep < 0:
+        raise JumpnetError(None, f"--keep must be >= 0, not {keep}")
+    keys, positive_frames, positive_size = _positives_info(positives)
+    shape = (size, size) if size else positive_size or (227, 227)
+    clip = Video(video)
+    report = NegativesReport(frames_claimed=clip.claimed_frames)
+    excluded = excluded_frames(positive_frames, radius)
+
+    if keep is None:
+        def select(i: int) -> bool:
+            hit = np.searchsorted(excluded, i)
+            return not (hit < len(excluded) and excluded[hit] == i)
+        stop_after, total = None, clip.claimed_frames
+    else:
+        n_frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
+        candidates = eligible_frames(n_frames, excluded)
+        wanted = candidates[choose(len(candidates), keep, seed)]
+        report.eligible, report.not_chosen = len(candidates), len(candidates) - len(wanted)
+        wanted_set = set(wanted.tolist())
+        select = wanted_set.__contains__
+        stop_after = int(wanted[-1]) if len(wanted) else -1
+        total = stop_after + 1
+
+    bar = progress_bar(total, f"negatives {os.path.basename(video)}", unit="frame", quiet=quiet)
+    source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name)
+    with bar, create_dataset(output, keys, overwrite=overwrite) as writer:
+        for chunk in threaded(source):
+            writer.write(chunk)
+            bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
+        report.frames_read = clip.frames_read
+        report.written = writer.rows
+        if keep is None:  # frames_read = excluded + eligible, all eligible written
+            report.excluded = int(np.count_nonzero(excluded < report.frames_read))
+            report.eligible = report.written
+        else:  # claimed frames = excluded + eligible; eligible = written + not_chosen + chosen_past_end
+            report.excluded = int(np.count_nonzero(excluded < n_frames))
+            report.chosen_past_end = len(wanted) - report.written
+        writer.provenance = [{
+            "stage": "negatives", "parameters": {"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
+            "inputs": [{"path": os.path.abspath(video), "bytes": os.path.getsize(video)},
+                       {"path": os.path.abspath(positives), "positives": len(positive_frames)}],
+            "counts": asdict(report),
+        }]
+    return report

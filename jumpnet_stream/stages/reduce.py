@@ -1,0 +1,50 @@
+"""Stage 5, reduce: keep ``keep`` samples chosen uniformly without replacement, seeded, in order (SPEC 2.5).
+
+The choice is made on indices first; then only the chosen rows are copied, chunk by chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import JumpnetError
+from ..formats import check_output, create_dataset, open_dataset
+from ..progress import progress_bar
+
+
+def choose(n: int, keep: int | None, seed: int) -> np.ndarray:
+    """Sorted positions of ``keep`` of ``n`` items, uniform without replacement (all if fewer)."""
+    if keep is None or keep >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
+
+
+@dataclass
+class ReduceReport:
+    total: int = 0
+    kept: int = 0
+    dropped: int = 0
+
+
+def reduce(input: str | os.PathLike, output: str | os.PathLike, *, keep: int, seed: int = 42,
+           overwrite: bool = False, quiet: bool = True) -> ReduceReport:
+    """Copy ``keep`` rows of ``input`` chosen by :func:`choose` to ``output``, in their order."""
+    input, output = os.fspath(input), os.fspath(output)
+    if keep < 0:
+        raise JumpnetError(None, f"--keep must be >= 0, not {keep}")
+    check_output(output, overwrite)
+    dataset = open_dataset(input)
+    chosen = choose(len(dataset), keep, seed)
+    report = ReduceReport(total=len(dataset), kept=len(chosen), dropped=len(dataset) - len(chosen))
+    bar = progress_bar(len(chosen), f"reduce {os.path.basename(input)}", unit="sample", quiet=quiet)
+    with bar, create_dataset(output, dataset.keys, overwrite=overwrite) as writer:
+        for chunk in dataset.take(chosen):
+            writer.write(chunk)
+            bar.update(len(chunk))
+        writer.provenance = [*dataset.provenance, {
+            "stage": "reduce", "parameters": {"keep": keep, "seed": seed},
+            "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": asdict(report)}]
+    return report
