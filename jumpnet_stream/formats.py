@@ -35,6 +35,8 @@ class DatasetReader(Protocol):
 
 
 class DatasetWriter(Protocol):
+    """Appends chunks; keeps no reference to a chunk's arrays once ``write`` returns (callers reuse them)."""
+
     rows: int
 
     def write(self, chunk: Chunk) -> None: ...

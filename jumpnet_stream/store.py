@@ -92,6 +92,8 @@ class ZarrDatasetWriter:
         self._pending_rows += len(chunk)
         if self._pending_rows >= IMAGE_ROWS:
             self._flush(whole_chunks_only=True)
+        elif self._pending[-1] is chunk:  # held back: keep a copy, never the caller's arrays
+            self._pending[-1] = Chunk({k: v.copy() for k, v in chunk.columns.items()})
 
     def _flush(self, whole_chunks_only: bool) -> None:
         """Write pending images in whole 64-row chunks (all of them at the end); the small columns
@@ -107,10 +109,10 @@ class ZarrDatasetWriter:
                     self._write_image_chunks(start, merged["image"][:n])
                 else:
                     self._arrays["image"][start:stop] = merged["image"][:n]
-                self._small.append(Chunk({k: v[:n] for k, v in merged.columns.items() if k != "image"}))
+                self._small.append(Chunk({k: v[:n].copy() for k, v in merged.columns.items() if k != "image"}))
                 self._small_rows += n
             self._flushed = stop
-            rest = merged.take(slice(n, len(merged)))
+            rest = Chunk({k: v[n:].copy() for k, v in merged.columns.items()})
             self._pending, self._pending_rows = ([rest] if len(rest) else []), len(rest)
         if self._small_rows >= SCALAR_ROWS or (not whole_chunks_only and self._small_rows):
             small = Chunk.concat(self._small)

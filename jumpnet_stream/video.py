@@ -72,9 +72,11 @@ class Video:
         """
         capture = self._open()
         buffer = np.empty((rows, self.height, self.width, 3), np.uint8)
+        slots = list(buffer)  # views made once, not per frame
         indices = np.empty(rows, np.int64)
         n = 0
         index = -1
+        in_place = None  # does OpenCV decode into our buffer? checked on the first frame
         try:
             while stop_after is None or index < stop_after:
                 if not capture.grab():
@@ -82,13 +84,15 @@ class Video:
                 index += 1
                 if select is not None and not select(index):
                     continue
-                ok, frame = capture.retrieve(buffer[n])
+                ok, frame = capture.retrieve(slots[n])
                 if not ok:
                     break
-                if frame.shape != buffer.shape[1:]:
-                    raise JumpnetError(self.path, f"frame {index} is {frame.shape}, expected {buffer.shape[1:]}")
-                if frame.ctypes.data != buffer[n].ctypes.data:
-                    buffer[n] = frame
+                if in_place is None:
+                    if frame.shape != buffer.shape[1:]:
+                        raise JumpnetError(self.path, f"frame {index} is {frame.shape}, expected {buffer.shape[1:]}")
+                    in_place = frame.ctypes.data == slots[n].ctypes.data
+                if not in_place:
+                    slots[n][...] = frame
                 indices[n] = index
                 n += 1
                 if n == rows:

@@ -84,3 +84,19 @@ def test_rebatch_regroups_exactly():
     out = list(rebatch(chunks, rows=64))
     assert [len(c) for c in out] == [64, 64, 19]
     np.testing.assert_array_equal(Chunk.concat(out)["frame_index"], Chunk.concat(chunks)["frame_index"])
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+def test_writer_keeps_no_reference_to_written_arrays(tmp_path, ext):
+    """Callers reuse chunk buffers (negatives recycles its image arrays) as soon as write() returns."""
+    chunks = [_chunk(n, 100 * i) for i, n in enumerate([64, 10, 100, 3])]
+    originals = [Chunk({k: v.copy() for k, v in c.columns.items()}) for c in chunks]
+    with create_dataset(tmp_path / f"d{ext}", ["w", "a"]) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+            for column in chunk.columns.values():
+                column[...] = column[::-1] if column.dtype.kind == "U" else 0  # the caller reuses the buffers
+    got = Chunk.concat(list(open_dataset(tmp_path / f"d{ext}").chunks()))
+    want = Chunk.concat(originals)
+    for name in ("image", "label", "keys_raw", "hold_duration", "frame_index"):
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -18,7 +18,7 @@ from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
 from ..formats import check_output, create_dataset, open_dataset
 from ..kernels import resize_rgb
-from ..pipeline import threaded
+from ..pipeline import BufferPool, threaded
 from ..progress import progress_bar
 from ..video import Video
 from .reduce import choose
@@ -54,12 +54,14 @@ def eligible_frames(n_frames: int, excluded: np.ndarray) -> np.ndarray:
 
 
 def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, source: str,
-               rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+               rows: int = DEFAULT_ROWS, buffers: BufferPool | None = None) -> Iterator[Chunk]:
     """BGR frame chunks -> negative sample chunks of ``rows`` (RGB resized to ``size``, label 0, zero vectors).
 
-    Each frame is resized straight into the sample chunk being filled, so frames are never copied.
+    Each frame is resized straight into the sample chunk being filled, so frames are never copied;
+    image arrays come from ``buffers`` when given (the consumer gives them back after use).
     """
-    images = np.empty((rows, *size, 3), np.uint8)
+    buffers = buffers or BufferPool((rows, *size, 3), np.uint8, keep=0)
+    images = buffers.take()
     indices = np.empty(rows, np.int64)
     n = 0
     for chunk in frames:
@@ -69,7 +71,7 @@ def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, sou
             n += 1
             if n == rows:
                 yield _negative_chunk(images, indices, keys, source)
-                images, n = np.empty((rows, *size, 3), np.uint8), 0
+                images, n = buffers.take(), 0
     if n:
         yield _negative_chunk(images[:n], indices[:n], keys, source)
 
@@ -106,9 +108,10 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
     excluded = excluded_frames(positive_frames, radius)
 
     if keep is None:
+        excluded_set = set(excluded.tolist())
+
         def select(i: int) -> bool:
-            hit = np.searchsorted(excluded, i)
-            return not (hit < len(excluded) and excluded[hit] == i)
+            return i not in excluded_set
         stop_after, total = None, clip.claimed_frames
     else:
         n_frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
@@ -121,10 +124,13 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         total = stop_after + 1
 
     bar = progress_bar(total, f"negatives {os.path.basename(video)}", unit="frame", quiet=quiet)
-    source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name)
+    buffers = BufferPool((DEFAULT_ROWS, *shape, 3), np.uint8)
+    source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name,
+                        buffers=buffers)
     with bar, create_dataset(output, keys, overwrite=overwrite) as writer:
         for chunk in threaded(source):
-            writer.write(chunk)
+            writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
+            buffers.give(chunk["image"])
             bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
         report.frames_read = clip.frames_read
         report.written = writer.rows
