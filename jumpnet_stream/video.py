@@ -28,6 +28,7 @@ class Video:
         if not os.path.exists(self.path):
             raise JumpnetError(self.path, "no such file")
         self.decoder_threads = decoder_threads
+        self.frames_read = 0  # frames delivered (grabbed or retrieved) by the last frames() run
         capture = self._open()
         self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
