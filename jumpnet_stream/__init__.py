@@ -1,6 +1,6 @@
 """jumpnet-stream: turn gameplay recordings into balanced behaviour-cloning datasets, streaming."""
 
-from .chunk import SAMPLE_FIELDS, Chunk, rebatch
+from .chunk import SAMPLE_FIELDS, Chunk
 from .errors import JumpnetError
 from .formats import create_dataset, open_dataset
 from .recording import Recording
@@ -9,4 +9,4 @@ from .stages.preprocess import PreprocessReport, pair_jumps, preprocess
 __version__ = "0.1.0"
 
 __all__ = ["SAMPLE_FIELDS", "Chunk", "JumpnetError", "PreprocessReport", "Recording", "create_dataset",
-           "open_dataset", "pair_jumps", "preprocess", "rebatch", "__version__"]
+           "open_dataset", "pair_jumps", "preprocess", "__version__"]

@@ -50,28 +50,6 @@ class Chunk:
         return Chunk({n: np.concatenate([c[n] for c in chunks]) for n in names})
 
 
-def rebatch(chunks: Iterable[Chunk], rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
-    """Regroup a stream of chunks of any sizes into chunks of exactly ``rows`` (the last may be shorter)."""
-    if rows < 1:
-        raise ValueError("rows must be at least 1")
-    pending: list[Chunk] = []
-    count = 0
-    for chunk in chunks:
-        if not len(chunk):
-            continue
-        pending.append(chunk)
-        count += len(chunk)
-        if count >= rows:
-            merged = Chunk.concat(pending)
-            stop = count - count % rows
-            for start in range(0, stop, rows):
-                yield merged.take(slice(start, start + rows))
-            rest = merged.take(slice(stop, count))
-            pending, count = ([rest] if len(rest) else []), len(rest)
-    if count:
-        yield Chunk.concat(pending)
-
-
 def rows_to_chunk(rows: list[tuple], fields: tuple[str, ...], dtypes: Mapping[str, object]) -> Chunk:
     """Build a chunk from row tuples (one value per field); ``dtypes`` fixes each column's dtype."""
     columns = {}

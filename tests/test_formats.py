@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset, rebatch
+from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset
 from jumpnet_stream.chunk import SAMPLE_FIELDS
 
 FORMATS = [".zarr", ".npz"]
@@ -77,13 +77,6 @@ def test_existing_output_refused_before_work(tmp_path, ext):
 def test_unknown_extension(tmp_path):
     with pytest.raises(JumpnetError, match=r"unknown dataset format '\.parquet': use one of \.zarr, \.npz"):
         _write(tmp_path / "d.parquet", [])
-
-
-def test_rebatch_regroups_exactly():
-    chunks = [_chunk(n, 100 * i) for i, n in enumerate([3, 70, 1, 0, 64, 9])]
-    out = list(rebatch(chunks, rows=64))
-    assert [len(c) for c in out] == [64, 64, 19]
-    np.testing.assert_array_equal(Chunk.concat(out)["frame_index"], Chunk.concat(chunks)["frame_index"])
 
 
 @pytest.mark.parametrize("ext", FORMATS)

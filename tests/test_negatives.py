@@ -137,3 +137,14 @@ def test_negatives_peak_rss_flat_in_video_length(tmp_path):
         assert code == 0, err
         peaks[seconds] = peak
     assert peaks[75] < 1.1 * peaks[15] + 5, peaks  # 5x the frames; keeping them would add ~280 MB
+
+
+def test_reduce_chooses_the_same_rows_from_any_format(game, tmp_path):
+    rec, positives, _ = game
+    negatives(rec.video, tmp_path / "all.zarr", positives=positives)
+    negatives(rec.video, tmp_path / "all.npz", positives=positives)
+    reduce(tmp_path / "all.zarr", tmp_path / "from_zarr.zarr", keep=25, seed=3)
+    reduce(tmp_path / "all.npz", tmp_path / "from_npz.zarr", keep=25, seed=3)
+    a, b = read_all(tmp_path / "from_zarr.zarr"), read_all(tmp_path / "from_npz.zarr")
+    np.testing.assert_array_equal(a["frame_index"], b["frame_index"])
+    np.testing.assert_array_equal(a["image"], b["image"])  # uint8 -> float32/255 -> uint8 is exact
