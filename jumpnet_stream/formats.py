@@ -33,6 +33,11 @@ class DatasetReader(Protocol):
 
     def take(self, positions: np.ndarray) -> Iterator[Chunk]: ...
 
+    def column(self, name: str) -> np.ndarray: ...
+
+    @property
+    def image_shape(self) -> tuple[int, ...]: ...
+
 
 class DatasetWriter(Protocol):
     """Appends chunks; keeps no reference to a chunk's arrays once ``write`` returns (callers reuse them)."""
@@ -82,25 +87,35 @@ def _remove(path: str) -> None:
 
 @contextlib.contextmanager
 def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool = False,
-                   scalar_hold: bool = False) -> Iterator[DatasetWriter]:
+                   scalar_hold: bool = False, image_size: tuple[int, int] | None = None) -> Iterator[DatasetWriter]:
     """A writer for ``path`` (format by extension) that lands only if the block completes.
 
     The caller sets ``writer.provenance`` (a list of stage records) before the block ends.
+    ``image_size`` gives an empty dataset's image size (otherwise the first chunk's).
     """
     path = check_output(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
     _remove(temp)
-    writer: Any = ZarrDatasetWriter(temp, keys) if _extension(path) == ".zarr" else \
-        LegacyNpzWriter(temp, keys, scalar_hold=scalar_hold)
+    writer: Any = ZarrDatasetWriter(temp, keys, (*image_size, 3) if image_size else None) \
+        if _extension(path) == ".zarr" else LegacyNpzWriter(temp, keys, scalar_hold=scalar_hold)
     writer.provenance = []
     try:
         yield writer
         writer.finish(writer.provenance)
-        if os.path.lexists(path):
-            _remove(path)
-        os.replace(temp, path)
+        _land(temp, path)
     except BaseException:
         writer.abort()
         _remove(temp)
         raise
+
+
+def _land(temp: str, path: str) -> None:
+    """Move the finished output into place; an old output is replaced only once the new one is there."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.replace(temp, path)  # atomic for files
+        return
+    old = f"{temp}.old"
+    os.replace(path, old)
+    os.replace(temp, path)
+    _remove(old)

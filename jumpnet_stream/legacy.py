@@ -16,8 +16,7 @@ import numpy as np
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
 from .errors import JumpnetError
 from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
-from .recording import (ImageBatcher, Malformed, as_float, as_image, as_int, as_phase, as_vector, entry_fields,
-                        normalize_keys)
+from .recording import Malformed, as_float, as_int, as_phase, as_vector, batch_entries, normalize_keys
 
 SAMPLE_DTYPES = {"image": np.uint8, "label": np.float32, "keys_raw": np.float32, "hold_duration": np.float32,
                  "phase": str, "frame_index": np.int64, "source": str}
@@ -35,30 +34,38 @@ class LegacyNpzDataset:
 
     def _read_provenance(self) -> list[dict[str, Any]]:
         try:
-            return json.loads(str(read_small_array(self.path, "provenance")[()]))
-        except JumpnetError:
+            records = json.loads(str(read_small_array(self.path, "provenance")[()]))
+        except (JumpnetError, ValueError):  # written by other tools: no provenance, or not ours
             return []
+        return records if isinstance(records, list) else []
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         k = len(self.keys)
-        batcher = ImageBatcher(SAMPLE_FIELDS, SAMPLE_DTYPES, rows)
-        for index, entry in enumerate(self._entries.rows()):
-            try:
-                image, label, keys_raw, hold, phase, frame = entry_fields(entry)
-                chunk = batcher.add(as_image(image), (
-                    as_float(label, "label"), as_vector(keys_raw, k, "keys_raw"), as_vector(hold, k, "hold_duration"),
-                    as_phase(phase), as_int(frame, "frame_index"), self.source))
-            except Malformed as why:
-                raise JumpnetError(self.path, f"entry {index}: {why}") from None
-            if chunk is not None:
-                yield chunk
-        chunk = batcher.flush()
-        if chunk is not None:
-            yield chunk
 
+        def parse(fields: tuple) -> tuple[object, tuple]:
+            image, label, keys_raw, hold, phase, frame = fields
+            return image, (as_float(label, "label"), as_vector(keys_raw, k, "keys_raw"),
+                           as_vector(hold, k, "hold_duration"), as_phase(phase), as_int(frame, "frame_index"),
+                           self.source)
+
+        def refuse(index: int, why: Malformed) -> None:
+            raise JumpnetError(self.path, f"entry {index}: {why}")
+
+        return batch_entries(self._entries.rows(), parse, SAMPLE_FIELDS, SAMPLE_DTYPES, malformed=refuse, rows=rows)
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The images' shape, from the first entry (227x227x3 if there is none)."""
+        first = next(self.chunks(rows=1), None)
+        return tuple(first["image"].shape[1:]) if first is not None else (227, 227, 3)
+
+    def column(self, name: str) -> np.ndarray:
+        """One field whole (the file is streamed through once)."""
+        columns = [chunk[name] for chunk in self.chunks()]
+        return np.concatenate(columns) if columns else np.zeros(0)
 
     def take(self, positions: np.ndarray) -> Iterator[Chunk]:
         """The rows at sorted ``positions`` (the file is streamed through once)."""

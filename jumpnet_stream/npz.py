@@ -24,7 +24,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import JumpnetError
-from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, load_whole
+from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError
 
 _APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
 _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError, zipfile.BadZipFile,
@@ -63,22 +63,60 @@ def _read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], bo
         raise JumpnetError(path, f"'{name}' is not a valid .npy array: {exc}") from None
 
 
+SMALL_ARRAY_BYTES = 16 << 20  # 'keys' and the like: a few bytes in any real file
+
+
 def read_small_array(path: str, name: str) -> np.ndarray:
-    """A member array loaded whole (for small ones such as ``keys``); object arrays via the allowlist."""
-    with _open_zip(path) as zf, zf.open(_member_name(zf, path, name)) as f:
-        shape, fortran, dtype = _read_header(f, path, name)
-        try:
+    """A small member array (such as ``keys``) loaded whole; object arrays via the restricted unpickler."""
+    with _open_zip(path) as zf:
+        info = zf.getinfo(_member_name(zf, path, name))
+        if info.file_size > SMALL_ARRAY_BYTES:
+            raise JumpnetError(path, f"'{name}' is implausibly large ({info.file_size} bytes)")
+        with zf.open(info) as f, _read_errors(path, name):
+            shape, fortran, dtype = _read_header(f, path, name)
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
             if not dtype.hasobject:
+                if count * dtype.itemsize > info.file_size:
+                    raise JumpnetError(path, f"'{name}' header promises more data than the file holds")
                 f.seek(0)
                 return npy_format.read_array(f, allow_pickle=False)
-            value = load_whole(f)
-        except UnsafePickleError as exc:
-            raise JumpnetError(path, f"unsafe '{name}' refused: {exc}") from None
-        except (ValueError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-            raise JumpnetError(path, f"'{name}' cannot be read: {exc}") from None
-    if not isinstance(value, np.ndarray):
-        raise JumpnetError(path, f"'{name}' does not hold an array")
-    return value
+            if count > info.file_size:
+                raise JumpnetError(path, f"'{name}' header promises more elements than the file holds")
+            items = StreamingUnpickler(f, info.file_size - f.tell(), whole=True).items()
+            return _object_array(list(items), shape, fortran)
+
+
+def _object_array(items: list, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        array[i] = item
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+@contextlib.contextmanager
+def _read_errors(path: str, name: str, streaming: bool = False) -> Iterator[None]:
+    """Turn a failed load into one line naming the file (a streaming pass may still fall back)."""
+    try:
+        yield
+    except UnsafePickleError as exc:
+        raise JumpnetError(path, f"unsafe pickle in '{name}' refused: {exc}") from None
+    except NeedsWholeLoad as exc:
+        if streaming:
+            raise
+        raise JumpnetError(path, f"'{name}' is corrupt or of an unsupported structure: {exc}") from None
+    except _READ_ERRORS as exc:
+        raise JumpnetError(path, f"'{name}' is corrupt or truncated: {exc}") from None
+
+
+def _available_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 1 << 62
 
 
 class _Counting(io.RawIOBase):
@@ -124,8 +162,8 @@ class ObjectArrayReader:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def rows(self) -> Iterator[tuple]:
-        """Each row as a tuple of raw unpickled objects (a 1-D array's rows are its elements)."""
+    def rows(self) -> Iterator[object]:
+        """The entries in order: a 2-D array's rows as tuples, a 1-D array's elements as they are."""
         done = 0
         try:
             if self.fortran and len(self.shape) == 2 and self.shape[1] > 1:
@@ -135,55 +173,54 @@ class ObjectArrayReader:
                 done += 1
         except NeedsWholeLoad as why:
             self.whole_loaded = str(why)
+            if self.nbytes > _available_memory() // 2:
+                raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}) and is too large "
+                                              f"to load whole ({self.nbytes >> 20} MB)") from None
             warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=2)
             yield from self._whole(skip=done)
 
-    def _stream(self) -> Iterator[tuple]:
+    def _entries(self, items: Iterator[object]) -> Iterator[object]:
         width = self.shape[1] if len(self.shape) == 2 else 0
-        with _open_zip(self.path) as zf, zf.open(self.member) as raw, self._errors():
-            _read_header(raw, self.path, self.name)
-            counting = _Counting(raw)
-            counting.count = raw.tell()
-            vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(),
-                                    memo_budget=self.memo_budget)
-            row: list = []
-            for item in vm.items():
+        if not width:
+            yield from items
+            return
+        row: list = []
+        for item in items:
+            row.append(item)
+            if len(row) == width:
+                yield tuple(row)
+                row = []
+
+    def _unpickler(self, raw: BinaryIO, **options) -> tuple[StreamingUnpickler, _Counting]:
+        _read_header(raw, self.path, self.name)
+        counting = _Counting(raw)
+        counting.count = raw.tell()
+        vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(), **options)
+        return vm, counting
+
+    def _stream(self) -> Iterator[object]:
+        with _open_zip(self.path) as zf, zf.open(self.member) as raw, \
+                _read_errors(self.path, self.name, streaming=True):
+            vm, counting = self._unpickler(raw, memo_budget=self.memo_budget)
+            for entry in self._entries(vm.items()):
                 self.bytes_read = counting.count
-                if not width:
-                    yield item if isinstance(item, tuple) else (item,)
-                    continue
-                row.append(item)
-                if len(row) == width:
-                    yield tuple(row)
-                    row = []
+                yield entry
         self.bytes_read = self.nbytes
         if vm.items_out != int(np.prod(self.shape)):
             raise JumpnetError(self.path, f"'{self.name}' holds {vm.items_out} elements but its header "
                                           f"says shape {self.shape}")
 
-    def _whole(self, skip: int) -> Iterator[tuple]:
-        with _open_zip(self.path) as zf, zf.open(self.member) as f, self._errors():
-            _read_header(f, self.path, self.name)
-            array = load_whole(f)
-        if not isinstance(array, np.ndarray) or array.shape != self.shape:
+    def _whole(self, skip: int) -> Iterator[object]:
+        with _open_zip(self.path) as zf, zf.open(self.member) as raw, _read_errors(self.path, self.name):
+            vm, _ = self._unpickler(raw, whole=True)
+            items = list(vm.items())
+        if len(items) != int(np.prod(self.shape)):
             raise JumpnetError(self.path, f"'{self.name}' does not match its header shape {self.shape}")
         self.bytes_read = self.nbytes
+        array = _object_array(items, self.shape, self.fortran)
+        del items
         for i in range(skip, len(array)):
-            row = array[i]
-            if array.ndim == 2:
-                yield tuple(row)
-            else:
-                yield row if isinstance(row, tuple) else (row,)
-
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Turn a failed load into one line naming the file."""
-        try:
-            yield
-        except UnsafePickleError as exc:
-            raise JumpnetError(self.path, f"unsafe pickle refused: {exc}") from None
-        except _READ_ERRORS as exc:
-            raise JumpnetError(self.path, f"'{self.name}' is corrupt or truncated: {exc}") from None
+            yield tuple(array[i]) if array.ndim == 2 else array[i]
 
 
 class ObjectArrayWriter:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -147,6 +147,26 @@ class ImageBatcher:
         return chunk
 
 
+def batch_entries(entries: Iterable[object], parse: Callable[[tuple], tuple[object, tuple]],
+                  fields: tuple[str, ...], dtypes: Mapping[str, object], *,
+                  malformed: Callable[[int, Malformed], None], rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+    """Six-field entries -> chunks of ``fields``: ``parse`` maps an entry's fields to (image, other
+    fields); an entry that does not parse goes to ``malformed(index, why)`` (which may raise)."""
+    batcher = ImageBatcher(fields, dtypes, rows)
+    for index, entry in enumerate(entries):
+        try:
+            image, rest = parse(entry_fields(entry))
+            chunk = batcher.add(as_image(image), rest)
+        except Malformed as why:
+            malformed(index, why)
+            continue
+        if chunk is not None:
+            yield chunk
+    chunk = batcher.flush()
+    if chunk is not None:
+        yield chunk
+
+
 def entry_fields(entry: object) -> tuple:
     """The six fields of an entry given as a tuple, list or 1-D object array."""
     if isinstance(entry, np.ndarray) and entry.dtype.hasobject and entry.ndim == 1:
@@ -213,20 +233,16 @@ class Recording:
     def events(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         """Well-formed events in order, as chunks of EVENT_FIELDS; malformed ones counted by reason."""
         k = len(self.keys)
-        batcher = ImageBatcher(EVENT_FIELDS, EVENT_DTYPES, rows)
-        for entry in self._entries.rows():
-            try:
-                image, prev, multi_hot, holds, phase, frame = entry_fields(entry)
-                rest = (as_float(prev, "prev_interval"), as_vector(multi_hot, k, "multi_hot"),
-                        as_vector(holds, k, "hold_durations"), as_phase(phase), as_int(frame, "frame_idx"))
-                if not (np.isfinite(rest[1]).all() and np.isfinite(rest[2]).all()):
-                    raise Malformed("multi_hot or hold_durations has NaN or infinite values")
-                chunk = batcher.add(as_image(image), rest)
-            except Malformed as why:
-                self.malformed[str(why)] += 1
-                continue
-            if chunk is not None:
-                yield chunk
-        chunk = batcher.flush()
-        if chunk is not None:
-            yield chunk
+
+        def parse(fields: tuple) -> tuple[object, tuple]:
+            image, prev, multi_hot, holds, phase, frame = fields
+            multi_hot, holds = as_vector(multi_hot, k, "multi_hot"), as_vector(holds, k, "hold_durations")
+            if not (np.isfinite(multi_hot).all() and np.isfinite(holds).all()):
+                raise Malformed("multi_hot or hold_durations has NaN or infinite values")
+            return image, (as_float(prev, "prev_interval"), multi_hot, holds, as_phase(phase),
+                           as_int(frame, "frame_idx"))
+
+        def count(index: int, why: Malformed) -> None:
+            self.malformed[str(why)] += 1
+
+        return batch_entries(self._entries.rows(), parse, EVENT_FIELDS, EVENT_DTYPES, malformed=count, rows=rows)

@@ -1,11 +1,12 @@
-"""Restricted unpickling of numpy object arrays: whole, or streamed item by item in bounded memory.
+"""Restricted unpickling of numpy object arrays, streamed item by item in bounded memory.
 
 Recorder files keep their events in a pickled numpy object array. ``pickle.load`` would run whatever
-a crafted file names, so both loaders here resolve globals through one allowlist (numpy arrays,
-scalars and dtypes; str/bytes, numbers, lists and tuples are built in). :class:`StreamingUnpickler` is a
-small opcode interpreter for pickle protocols 2-5 that hands each item of the array's element list to
-the caller as soon as it is complete, instead of building the list, so a multi-GB keylog is read with
-memory flat in its length.
+a crafted file names. :class:`StreamingUnpickler` is this project's own small opcode interpreter for
+pickle protocols 2-5: globals resolve only through an allowlist (numpy array reconstruction, scalars
+and dtypes; str/bytes, numbers, lists and tuples are built in), every array and dtype state is checked
+before numpy sees it (numpy trusts them: a forged one crashes the process), and no other objects can
+be made. It hands each item of the array's element list to the caller as soon as it is complete,
+instead of building the list, so a multi-GB keylog is read with memory flat in its length.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import pickle
 import struct
 from collections import OrderedDict
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +27,9 @@ class NeedsWholeLoad(Exception):
     """The stream uses a structure the streaming interpreter does not handle; load it whole instead."""
 
 
+MAX_OBJECT_BYTES = 256 << 20  # one str/bytes object (an image's pixels); a 227x227x3 float32 is 0.6 MB
+MAX_PINNED = 1 << 16
+
 _NDARRAY = object()  # stands for numpy.ndarray: only ever an argument of _reconstruct, never callable
 
 
@@ -35,10 +39,19 @@ def _reconstruct(cls: object, shape: object, typecode: object) -> np.ndarray:
     return np.ndarray((0,), dtype=np.int8)  # filled in by BUILD -> ndarray.__setstate__
 
 
+_DTYPE_KINDS = "biufcSUOMm?"  # plain scalar kinds: no structured, subarray or void dtypes
+
+
 def _dtype(spec: object, align: object = False, copy: object = True) -> np.dtype:
-    if not isinstance(spec, str):
+    if not isinstance(spec, str) or len(spec) > 16:
         raise UnsafePickleError(f"numpy dtype from {type(spec).__name__}")
-    return np.dtype(spec)
+    try:
+        dtype = np.dtype(spec, align=False, copy=True)  # a copy: BUILD must never touch numpy's singletons
+    except TypeError:
+        raise UnsafePickleError(f"unknown numpy dtype {spec!r}") from None
+    if dtype.kind not in _DTYPE_KINDS:
+        raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain scalar type")
+    return dtype
 
 
 def _scalar(dtype: object, data: object = None) -> object:
@@ -82,21 +95,6 @@ def find_allowed(module: str, name: str) -> object:
                                 "dtypes, str/bytes, numbers, lists and tuples are allowed)") from None
 
 
-class RestrictedUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` that resolves globals only through the allowlist: loads the whole object."""
-
-    def find_class(self, module: str, name: str) -> object:
-        return find_allowed(module, name)
-
-    def persistent_load(self, pid: object) -> object:
-        raise UnsafePickleError("refusing persistent references")
-
-
-def load_whole(stream: BinaryIO) -> Any:
-    """Unpickle one object from ``stream`` with the allowlist (memory: the whole object)."""
-    return RestrictedUnpickler(stream).load()
-
-
 class _Stop(Exception):
     pass
 
@@ -109,21 +107,26 @@ class StreamingUnpickler:
 
     ``lag`` items wait on the stack before they are handed out, so an item still under construction
     (an array awaiting its state) is never handed out early; ``memo_budget`` bytes of memoized large
-    objects are kept for later back-references, oldest first out. A back-reference to an object
-    already dropped raises :class:`NeedsWholeLoad`.
+    objects are kept for later back-references, least recently used first out. A back-reference to an
+    object already dropped raises :class:`NeedsWholeLoad`. With ``whole=True`` nothing is dropped and
+    items are handed out batch by batch: memory as for loading the whole array.
     """
 
-    def __init__(self, stream: BinaryIO, size: int, *, lag: int = 8, memo_budget: int = 64 << 20):
+    def __init__(self, stream: BinaryIO, size: int, *, lag: int = 8, memo_budget: int = 64 << 20,
+                 whole: bool = False, max_object: int = MAX_OBJECT_BYTES):
+        if whole:
+            lag, memo_budget = 1 << 62, 1 << 62
         self._read = stream.read
         self._remaining = size
         self._lag = lag
         self._budget = memo_budget
         self._memo: OrderedDict[int, tuple[object, int]] = OrderedDict()
-        self._pinned: dict[int, object] = {}  # see _pinnable
+        self._pinned: OrderedDict[int, object] = OrderedDict()  # see _pinnable
+        self._max_object = max_object
         self._memo_weight = 0
         self._memo_next = 0
         self._unweighed: list[int] = []
-        self._awaiting_build: set[int] = set()
+        self._awaiting_build: dict[int, object] = {}  # id -> object (held, so its id stays its own)
         self.stack: list[object] = []
         self.metastack: list[list[object]] = []
         self._target: list | None = None  # the element list of the top-level array
@@ -182,6 +185,8 @@ class StreamingUnpickler:
         obj = self.stack[-1]
         if _pinnable(obj):
             self._pinned[index] = obj
+            if len(self._pinned) > MAX_PINNED:
+                self._pinned.popitem(last=False)
             return
         self._pinned.pop(index, None)
         self._memo[index] = (obj, 0)
@@ -189,6 +194,7 @@ class StreamingUnpickler:
 
     def _get(self, index: int) -> None:
         if index in self._pinned:
+            self._pinned.move_to_end(index)
             self.stack.append(self._pinned[index])
             return
         try:
@@ -202,7 +208,7 @@ class StreamingUnpickler:
         # An object still being built (an array awaiting its state, a list still on the stack) is
         # weighed later, once complete.
         building = {id(x) for level in (*self.metastack, self.stack) for x in level if isinstance(x, list)}
-        building |= self._awaiting_build
+        building |= self._awaiting_build.keys()
         pending = []
         for index in self._unweighed:
             entry = self._memo.get(index)
@@ -251,7 +257,7 @@ class StreamingUnpickler:
                 if handler is None:
                     if op in _FORBIDDEN:
                         raise UnsafePickleError(f"refusing pickle opcode {_FORBIDDEN[op]}")
-                    raise NeedsWholeLoad(f"pickle opcode {op!r} not handled by the streaming reader")
+                    raise pickle.UnpicklingError(f"pickle opcode {op!r}, which numpy arrays do not use")
                 handler()
                 if self._level is not None and len(self.metastack) == self._level:
                     self._drain_level()
@@ -308,6 +314,8 @@ class StreamingUnpickler:
         def sized(fmt: str, size: int, make: Callable[[bytes], object]) -> Callable[[], None]:
             def op() -> None:
                 n = unpack(fmt, take(size))[0] if fmt else take(1)[0]
+                if n > st._max_object:
+                    raise UnsafePickleError(f"a {n}-byte object is over the {st._max_object}-byte limit")
                 st.stack.append(make(take(n)))
             return op
 
@@ -384,18 +392,20 @@ class StreamingUnpickler:
                 raise UnsafePickleError("pickle REDUCE of something not allowed")
             value = func(*args)
             if func in _BUILDS:
-                st._awaiting_build.add(id(value))
+                st._awaiting_build[id(value)] = value
             st.stack.append(value)
 
         def build() -> None:
             state = st._pop()
             inst = st.stack[-1] if st.stack else st._pop()
-            if id(inst) not in st._awaiting_build:
+            if st._awaiting_build.pop(id(inst), None) is not inst:
                 raise UnsafePickleError(f"pickle BUILD of a {type(inst).__name__}")
-            st._awaiting_build.discard(id(inst))
             if st._is_top_array(inst):
                 return  # the top-level array: its elements went to the caller instead of its list
-            inst.__setstate__(state)
+            if isinstance(inst, np.dtype):
+                _build_dtype(inst, state)
+            else:
+                _build_array(inst, state)
 
         def binput() -> None:
             st._put(take(1)[0])
@@ -439,11 +449,45 @@ class StreamingUnpickler:
         return self._target is not None and not self.metastack and len(self.stack) == 1 and self.stack[0] is obj
 
 
+def _build_array(array: np.ndarray, state: object) -> None:
+    """``array.__setstate__(state)`` once the state is proven consistent (numpy reads past a short
+    element list, or trusts a dtype's flags, so a forged state would crash the process)."""
+    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)):
+        raise UnsafePickleError("numpy array state is not (version, shape, dtype, fortran, data)")
+    version, shape, dtype, fortran, data = state
+    if not (version == 1 and isinstance(dtype, np.dtype) and isinstance(fortran, bool)
+            and all(isinstance(n, int) and 0 <= n for n in shape)):
+        raise UnsafePickleError("numpy array state is malformed")
+    _check_dtype(dtype)
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if dtype.hasobject:
+        if not (isinstance(data, list) and len(data) == count):
+            raise UnsafePickleError("numpy object array state does not match its shape")
+    elif not (isinstance(data, (bytes, bytearray)) and len(data) == count * dtype.itemsize):
+        raise UnsafePickleError("numpy array data does not match its shape and dtype")
+    array.__setstate__(state)
+
+
+def _check_dtype(dtype: np.dtype) -> None:
+    """A dtype must be what its own type string makes afresh: no fields, no forged flags."""
+    fresh = np.dtype(dtype.str)
+    if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None \
+            or dtype.flags != fresh.flags or dtype.itemsize != fresh.itemsize or dtype != fresh:
+        raise UnsafePickleError(f"numpy dtype {dtype!r} is not a plain scalar type")
+
+
+def _build_dtype(dtype: np.dtype, state: object) -> None:
+    if not (isinstance(state, tuple) and 8 <= len(state) <= 9 and state[2:5] == (None, None, None)):
+        raise UnsafePickleError("numpy dtype state has fields or subarrays")
+    dtype.__setstate__(state)
+    _check_dtype(dtype)
+
+
 def _pinnable(obj: object) -> bool:
     """Small objects that a pickle shares across far-apart entries (dtypes, globals, literals such as
-    'release'): kept for the whole stream, at a few bytes per event."""
-    return isinstance(obj, np.dtype) or callable(obj) or obj is _NDARRAY or \
-        (isinstance(obj, (str, bytes)) and len(obj) <= 64)
+    'release'): kept while in use, up to MAX_PINNED of them, least recently used first out."""
+    return isinstance(obj, (np.dtype, str)) and (not isinstance(obj, str) or len(obj) <= 64) \
+        or callable(obj) or obj is _NDARRAY
 
 
 def _weight(obj: object, depth: int = 0) -> int:

@@ -173,15 +173,19 @@ class ZarrDataset:
         return self._arrays["label"].shape[0]
 
     def read(self, start: int, stop: int) -> Chunk:
-        columns = {}
-        for name, array in self._arrays.items():
-            column = array[start:stop]
-            columns[name] = np.asarray(column.tolist(), dtype=str) if column.dtype.kind == "T" else column
-        return Chunk(columns)
+        return Chunk({name: self.read_column(name, start, stop) for name in self._arrays})
 
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         for start in range(0, len(self), rows):
             yield self.read(start, min(start + rows, len(self)))
+
+    def column(self, name: str) -> np.ndarray:
+        """One small field (not ``image``) whole: a few bytes per sample."""
+        return self.read_column(name, 0, len(self))
+
+    def read_column(self, name: str, start: int, stop: int) -> np.ndarray:
+        column = self._arrays[name][start:stop]
+        return np.asarray(column.tolist(), dtype=str) if column.dtype.kind == "T" else column
 
     def take(self, positions: np.ndarray) -> Iterator[Chunk]:
         """The rows at sorted ``positions``, reading only the image chunks that hold them."""

@@ -23,11 +23,10 @@ from .errors import JumpnetError
 class Video:
     """An opened video file: frame size, fps, and the container's claimed frame count (or None)."""
 
-    def __init__(self, path: str | os.PathLike, *, decoder_threads: int = 1):
+    def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
         if not os.path.exists(self.path):
             raise JumpnetError(self.path, "no such file")
-        self.decoder_threads = decoder_threads
         self.frames_read = 0  # frames delivered (grabbed or retrieved) by the last frames() run
         capture = self._open()
         self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -41,7 +40,7 @@ class Video:
 
     def _open(self) -> cv2.VideoCapture:
         # One decoder thread: the other core is busy converting and writing (PERF_NOTES).
-        capture = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.decoder_threads])
+        capture = cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
         if not capture.isOpened():
             raise JumpnetError(self.path, "cannot open video (not a video file, or a codec OpenCV lacks)")
         return capture
@@ -74,10 +73,11 @@ class Video:
         capture = self._open()
         buffer = np.empty((rows, self.height, self.width, 3), np.uint8)
         slots = list(buffer)  # views made once, not per frame
+        addresses = [slot.ctypes.data for slot in slots]
+        shape = buffer.shape[1:]
         indices = np.empty(rows, np.int64)
         n = 0
         index = -1
-        in_place = None  # does OpenCV decode into our buffer? checked on the first frame
         try:
             while stop_after is None or index < stop_after:
                 if not capture.grab():
@@ -87,12 +87,11 @@ class Video:
                     continue
                 ok, frame = capture.retrieve(slots[n])
                 if not ok:
+                    index -= 1  # grabbed but not decodable: the stream ends before it
                     break
-                if in_place is None:
-                    if frame.shape != buffer.shape[1:]:
-                        raise JumpnetError(self.path, f"frame {index} is {frame.shape}, expected {buffer.shape[1:]}")
-                    in_place = frame.ctypes.data == slots[n].ctypes.data
-                if not in_place:
+                if frame.ctypes.data != addresses[n]:  # OpenCV made a new array instead of filling ours
+                    if frame.shape != shape:
+                        raise JumpnetError(self.path, f"frame {index} is {frame.shape}, expected {shape}")
                     slots[n][...] = frame
                 indices[n] = index
                 n += 1

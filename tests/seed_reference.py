@@ -29,11 +29,6 @@ def _phase(p):
     return (p.decode() if isinstance(p, bytes) else str(p)).strip().lower()
 
 
-def _image(v):
-    v = _scalar(v) if not isinstance(v, np.ndarray) else v
-    return v
-
-
 def load_keys(path):
     with np.load(path, allow_pickle=True) as z:
         return [k.decode() if isinstance(k, bytes) else str(k) for k in np.ravel(z["keys"])]
@@ -52,7 +47,7 @@ def seed_preprocess(path, key):
             entry = list(entry)
             assert len(entry) == 6
             image, _prev, multi_hot, holds, phase, frame = entry
-            image = _image(image)
+            image = image if isinstance(image, np.ndarray) else _scalar(image)
             assert isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
             multi_hot, holds, phase = _vector(multi_hot), _vector(holds), _phase(phase)
             assert len(multi_hot) == len(keys) == len(holds) and phase in ("press", "release")

@@ -128,7 +128,7 @@ def test_cli_negatives_json_and_errors(game, tmp_path):
 
 def test_negatives_peak_rss_flat_in_video_length(tmp_path):
     peaks = {}
-    for seconds in (15, 75):
+    for seconds in (20, 120):
         rec = make_recording(tmp_path, name=f"v{seconds}", seconds=seconds, seed=3)
         preprocess(rec.npz, tmp_path / f"p{seconds}.zarr")
         code, peak, _, err = run_peak_rss([sys.executable, "-m", "jumpnet_stream", "negatives", rec.video,
@@ -136,7 +136,8 @@ def test_negatives_peak_rss_flat_in_video_length(tmp_path):
                                            "--positives", str(tmp_path / f"p{seconds}.zarr"), "--quiet"])
         assert code == 0, err
         peaks[seconds] = peak
-    assert peaks[75] < 1.1 * peaks[15] + 5, peaks  # 5x the frames; keeping them would add ~280 MB
+    # 6x the frames; keeping them would add ~450 MB. The margin covers transient buffers' timing.
+    assert peaks[120] < peaks[20] + 40, peaks
 
 
 def test_reduce_chooses_the_same_rows_from_any_format(game, tmp_path):

@@ -60,11 +60,12 @@ def test_threaded_runs_the_source_elsewhere():
 
 def test_buffer_pool_recycles_and_accepts_views():
     pool = BufferPool((4, 2, 3), np.uint8, keep=2)
-    a = pool.take()
+    a, b, c = pool.take(), pool.take(), pool.take()
     pool.give(a[:3])  # a partial last chunk is a view of a pool array
-    assert pool.take() is a
-    b, c = pool.take(), pool.take()
-    assert b is not c and b.shape == (4, 2, 3)
+    pool.give(b)
+    pool.give(c)  # beyond keep=2: the oldest given back is let go
+    assert pool.take() is c and pool.take() is b
+    assert pool.take() is not a  # a was let go: a fresh array
     foreign = np.empty((5, 2, 3), np.uint8)
     pool.give(foreign)  # not one of ours: ignored
     fresh = pool.take()

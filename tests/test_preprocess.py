@@ -187,3 +187,16 @@ def test_overwrite_replaces(recordings, tmp_path):
     report = preprocess(recordings["multi_rows_wrinkled"].npz, out, key="a", overwrite=True)
     assert len(open_dataset(out)) == report.paired + report.unmatched_final_press
     assert [p.name for p in tmp_path.iterdir()] == ["p.zarr"]
+
+
+def test_final_press_completing_a_chunk_is_kept(tmp_path):
+    """63 jumps and a final unreleased press fill exactly one 64-row chunk: none may be lost."""
+    events = []
+    for jump in range(63):
+        events += [("press", [1, 0], [0, 0], 3 * jump), ("release", [0, 0], [0.2, 0], 3 * jump + 1)]
+    events.append(("press", [1, 0], [0, 0], 500))
+    _events_file(tmp_path / "edge.npz", events)
+    report = preprocess(tmp_path / "edge.npz", tmp_path / "out.zarr", key="w")
+    assert (report.paired, report.unmatched_final_press) == (63, 1)
+    got = read_all(tmp_path / "out.zarr")
+    assert len(got) == 64 and got["frame_index"][-1] == 500 and math.isnan(got["hold_duration"][-1, 0])

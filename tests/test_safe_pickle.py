@@ -150,7 +150,7 @@ def test_hostile_pickles_run_nothing(tmp_path, layout, payload):
     array = np.array(entries, dtype=object) if layout == "rows" else _as_1d(entries)
     np.savez(tmp_path / "evil.npz", data=array, keys=np.array(["w"]))
     recording = Recording(tmp_path / "evil.npz")
-    with pytest.raises(JumpnetError, match=r"evil.npz: unsafe pickle refused: refusing to unpickle"):
+    with pytest.raises(JumpnetError, match=r"evil.npz: unsafe pickle in 'data' refused: refusing to unpickle"):
         list(recording.events())
     assert not marker.exists()
 
@@ -167,7 +167,7 @@ def test_hostile_keys_refused(tmp_path):
     marker = tmp_path / "pwned"
     np.savez(tmp_path / "evil.npz", data=np.array(_entries(2), dtype=object),
              keys=np.array([_Evil(marker)], dtype=object))
-    with pytest.raises(JumpnetError, match="unsafe 'keys' refused"):
+    with pytest.raises(JumpnetError, match="unsafe pickle in 'keys' refused"):
         Recording(tmp_path / "evil.npz")
     assert not marker.exists()
 
@@ -179,7 +179,7 @@ def test_forbidden_opcode_refused(tmp_path):
     payload = header.getvalue() + b"(ibuiltins\nprint\n(S'x'\ntR."
     with zipfile.ZipFile(tmp_path / "bad.npz", "w") as zf:
         zf.writestr("data.npy", payload)
-    with pytest.raises(JumpnetError, match="unsafe pickle refused"):
+    with pytest.raises(JumpnetError, match="unsafe pickle in 'data' refused"):
         list(ObjectArrayReader(tmp_path / "bad.npz").rows())
 
 
@@ -198,3 +198,104 @@ def _npy(array):
     buf = io.BytesIO()
     np.save(buf, array)
     return buf.getvalue()
+
+
+class _Crafted:
+    """Stands in an entry for a hand-made (callable, args, state) triple when pickled."""
+
+    def __init__(self, reduce_value):
+        self.reduce_value = reduce_value
+
+
+class _CraftingPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        return obj.reduce_value if isinstance(obj, _Crafted) else NotImplemented
+
+
+def _write_crafted(path, crafted, compress=False):
+    """A recorder-like npz whose entry 3 holds ``crafted`` as its multi_hot."""
+    entries = _entries(6)
+    entries[3] = (entries[3][0], 0.0, crafted, *entries[3][3:])
+    array = _as_1d(entries)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": array.shape})
+    _CraftingPickler(buf, protocol=3).dump(array)
+    method = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        zf.writestr("data.npy", buf.getvalue())
+        zf.writestr("keys.npy", _npy(np.array(["w", "a"])))
+
+
+_RECONSTRUCT = np.empty(0, dtype=object).__reduce__()[0]
+
+
+@pytest.mark.parametrize("name,crafted,message", [
+    ("short object list", _Crafted((_RECONSTRUCT, (np.ndarray, (0,), b"b"),
+                                    (1, (100000,), np.dtype("O"), False, [1.0, 2.0]))),
+     "object array state does not match its shape"),
+    ("short raw data", _Crafted((_RECONSTRUCT, (np.ndarray, (0,), b"b"),
+                                 (1, (1000, 1000), np.dtype("f8"), False, b"\x00" * 16))),
+     "data does not match its shape and dtype"),
+    ("forged dtype", _Crafted((np.dtype, ("V8", False, True),
+                               (3, "|", None, ("f0",), {"f0": (np.dtype("O"), 0)}, 8, 1, 0))),
+     "is not a plain scalar type"),
+    ("object flag cleared", _Crafted((np.dtype, ("O8", False, True), (3, "|", None, None, None, 8, 8, 0))),
+     "is not a plain scalar type"),
+])
+def test_forged_array_and_dtype_states_refused(tmp_path, name, crafted, message):
+    """numpy trusts array and dtype states: each of these would crash the process if passed on."""
+    _write_crafted(tmp_path / "forged.npz", crafted)
+    with pytest.raises(JumpnetError, match=f"forged.npz: unsafe pickle in 'data' refused: .*{message}"):
+        list(Recording(tmp_path / "forged.npz").events())
+
+
+def test_build_on_an_allowlisted_function_refused(tmp_path):
+    """BUILD may only complete an array or dtype the allowlist just made, never patch a function."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    payload = b"\x80\x03cnumpy\ndtype\n(K\x01K\x02tb."  # GLOBAL numpy.dtype, (1, 2), BUILD
+    with zipfile.ZipFile(tmp_path / "b.npz", "w") as zf:
+        zf.writestr("data.npy", header.getvalue() + payload)
+        zf.writestr("keys.npy", _npy(np.array(["w"])))
+    with pytest.raises(JumpnetError, match="unsafe pickle in 'data' refused: pickle BUILD of a function"):
+        list(Recording(tmp_path / "b.npz").events())
+
+
+def test_unsupported_opcode_is_an_error_not_a_whole_load(tmp_path):
+    _write_crafted(tmp_path / "d.npz", _Crafted((np.dtype, ("f4", False, True), {"fields": 1})))
+    with pytest.raises(JumpnetError, match=r"'data' is corrupt or truncated: pickle opcode b'\}'"):
+        list(Recording(tmp_path / "d.npz").events())
+
+
+def test_decompression_bomb_refused_in_bounded_memory(tmp_path):
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": (1,)})
+    head = pickle.dumps(np.empty(0, dtype=object), protocol=3).split(b"]")[0] + b"]("  # up to the element list
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open("data.npy", "w", force_zip64=True) as f:
+            f.write(buf.getvalue() + head)
+            f.write(b"\x8e" + (1 << 30).to_bytes(8, "little"))  # a 1 GiB bytes object...
+            for _ in range(64):
+                f.write(bytes(1 << 24))  # ...of zeros, which deflate to almost nothing
+        zf.writestr("keys.npy", _npy(np.array(["w"])))
+    assert (tmp_path / "bomb.npz").stat().st_size < 4 << 20
+    with pytest.raises(JumpnetError, match="over the .*-byte limit"):
+        list(Recording(tmp_path / "bomb.npz").events())
+
+
+def test_forged_keys_header_refused(tmp_path):
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<U1", "fortran_order": False, "shape": (1 << 40,)})
+    with zipfile.ZipFile(tmp_path / "k.npz", "w") as zf:
+        zf.writestr("keys.npy", header.getvalue() + b"w\x00\x00\x00")
+        zf.writestr("data.npy", b"")
+    with pytest.raises(JumpnetError, match="'keys' header promises more data than the file holds"):
+        Recording(tmp_path / "k.npz")
+
+
+def test_lists_as_entries_of_a_1d_array(tmp_path):
+    entries = [list(e) for e in _entries(7)]
+    np.savez(tmp_path / "l.npz", data=_as_1d(entries), keys=np.array(["w", "a"]))
+    recording = Recording(tmp_path / "l.npz")
+    events = list(recording.events())
+    assert sum(len(c) for c in events) == 7 and not recording.malformed

@@ -39,8 +39,6 @@ class NegativesReport:
 
 def excluded_frames(positive_frames: np.ndarray, radius: int) -> np.ndarray:
     """Sorted unique frame indices within ``radius`` of any positive."""
-    if radius < 0:
-        raise ValueError("radius must be >= 0")
     offsets = np.arange(-radius, radius + 1)
     frames = (np.asarray(positive_frames, np.int64)[:, None] + offsets[None, :]).ravel()
     return np.unique(frames[frames >= 0])
@@ -83,26 +81,20 @@ def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: 
                   "frame_index": indices.copy(), "source": np.full(n, source)})
 
 
-def _positives_info(path: str) -> tuple[list[str], np.ndarray, tuple[int, int] | None]:
-    """The positives' keys, frame indices and image size, in one streaming pass."""
-    dataset = open_dataset(path)
-    frames, size = [], None
-    for chunk in dataset.chunks():
-        frames.append(chunk["frame_index"])
-        size = size or tuple(chunk["image"].shape[1:3])
-    return dataset.keys, np.concatenate(frames) if frames else np.zeros(0, np.int64), size
-
-
 def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives: str | os.PathLike,
               radius: int = 2, keep: int | None = None, seed: int = 42, size: int | None = None,
               overwrite: bool = False, quiet: bool = True) -> NegativesReport:
     """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices."""
     video, output, positives = os.fspath(video), os.fspath(output), os.fspath(positives)
+    if radius < 0:
+        raise JumpnetError(None, f"--radius must be 0 or more, not {radius}")
+    if size is not None and not 1 <= size <= 4096:
+        raise JumpnetError(None, f"--size must be between 1 and 4096, not {size}")
+    choose(0, keep, seed)  # validates keep before any work
     check_output(output, overwrite)
-    if keep is not None and keep < 0:
-        raise JumpnetError(None, f"--keep must be >= 0, not {keep}")
-    keys, positive_frames, positive_size = _positives_info(positives)
-    shape = (size, size) if size else positive_size or (227, 227)
+    known = open_dataset(positives)
+    keys, positive_frames = known.keys, known.column("frame_index")
+    shape = (size, size) if size is not None else tuple(known.image_shape[:2])
     clip = Video(video)
     report = NegativesReport(frames_claimed=clip.claimed_frames)
     excluded = excluded_frames(positive_frames, radius)
@@ -127,7 +119,7 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
     buffers = BufferPool((DEFAULT_ROWS, *shape, 3), np.uint8)
     source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name,
                         buffers=buffers)
-    with bar, create_dataset(output, keys, overwrite=overwrite) as writer:
+    with bar, create_dataset(output, keys, overwrite=overwrite, image_size=shape) as writer:
         for chunk in threaded(source):
             writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
             buffers.give(chunk["image"])

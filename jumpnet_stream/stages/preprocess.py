@@ -64,7 +64,9 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
                 yield done
     if pending is not None:
         counts["unmatched_final_press"] += 1
-        positives.add(pending[0], _positive(pending, np.nan, key_index, source))
+        done = positives.add(pending[0], _positive(pending, np.nan, key_index, source))
+        if done is not None:
+            yield done
     done = positives.flush()
     if done is not None:
         yield done

@@ -17,6 +17,8 @@ from ..progress import progress_bar
 
 def choose(n: int, keep: int | None, seed: int) -> np.ndarray:
     """Sorted positions of ``keep`` of ``n`` items, uniform without replacement (all if fewer)."""
+    if keep is not None and keep < 0:
+        raise JumpnetError(None, f"--keep must be 0 or more, not {keep}")
     if keep is None or keep >= n:
         return np.arange(n)
     return np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
@@ -33,8 +35,7 @@ def reduce(input: str | os.PathLike, output: str | os.PathLike, *, keep: int, se
            overwrite: bool = False, quiet: bool = True) -> ReduceReport:
     """Copy ``keep`` rows of ``input`` chosen by :func:`choose` to ``output``, in their order."""
     input, output = os.fspath(input), os.fspath(output)
-    if keep < 0:
-        raise JumpnetError(None, f"--keep must be >= 0, not {keep}")
+    choose(0, keep, seed)  # validates keep before any work
     check_output(output, overwrite)
     dataset = open_dataset(input)
     chosen = choose(len(dataset), keep, seed)
