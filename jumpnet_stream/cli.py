@@ -12,9 +12,6 @@ from typing import Callable, Sequence
 from . import __version__
 from .errors import JumpnetError
 from .pipeline import return_large_buffers_to_os
-from .stages.negatives import negatives
-from .stages.preprocess import preprocess
-from .stages.reduce import reduce
 
 PROG = "jumpnet-stream"
 
@@ -26,7 +23,11 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
+# Each command imports its own stage: preprocess need not load numba and OpenCV (~60 MB).
+
 def cmd_preprocess(args: argparse.Namespace) -> int:
+    from .stages.preprocess import preprocess
+
     report = preprocess(args.raw, args.output, key=args.key, overwrite=args.overwrite,
                         scalar_hold=args.scalar_hold, quiet=args.quiet)
     if args.json:
@@ -46,6 +47,8 @@ def cmd_preprocess(args: argparse.Namespace) -> int:
 
 
 def cmd_negatives(args: argparse.Namespace) -> int:
+    from .stages.negatives import negatives
+
     report = negatives(args.video, args.output, positives=args.positives, radius=args.radius, keep=args.keep,
                        seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet)
     if args.json:
@@ -68,6 +71,8 @@ def cmd_negatives(args: argparse.Namespace) -> int:
 
 
 def cmd_reduce(args: argparse.Namespace) -> int:
+    from .stages.reduce import reduce
+
     report = reduce(args.input, args.output, keep=args.keep, seed=args.seed, overwrite=args.overwrite,
                     quiet=args.quiet)
     if args.json:
