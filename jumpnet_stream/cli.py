@@ -83,6 +83,20 @@ def cmd_reduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_augment(args: argparse.Namespace) -> int:
+    from .stages.augment import AugmentOptions, augment
+
+    options = AugmentOptions(multiplier=args.multiplier, seed=args.seed, p_flip=args.p_flip,
+                             p_brightness=args.p_brightness, p_noise=args.p_noise, p_shift=args.p_shift)
+    report = augment(args.input, args.output, options, overwrite=args.overwrite, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        print(f"augment {args.input} -> {args.output}: {report.originals} originals + {report.copies} augmented "
+              f"copies = {report.written} samples (seed {args.seed})")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output dataset: .zarr (the store) or .npz (the seed's legacy format)")
@@ -135,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the choice (default: 42)")
     p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_reduce)
+
+    p = sub.add_parser("augment", help="add augmented copies of every sample (flip, brightness, noise, shift)",
+                       description="Stage 3: keep every sample unchanged and add MULTIPLIER augmented copies of each, "
+                       "right after it. Per copy, independently: horizontal flip, brightness x U(0.7, 1.3), Gaussian "
+                       "noise (sigma 0.02), horizontal shift by -5..5 pixels with zero fill, each with its own "
+                       "probability. Seeded: the same input and seed give the same bytes.")
+    p.add_argument("input", metavar="IN", help="dataset (.zarr or .npz), usually the positives")
+    _common(p)
+    p.add_argument("--multiplier", type=int, default=2, help="augmented copies per sample (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.add_argument("--p-flip", type=float, default=0.5, help="probability of a horizontal flip (default: 0.5)")
+    p.add_argument("--p-brightness", type=float, default=0.5, help="probability of a brightness change (default: 0.5)")
+    p.add_argument("--p-noise", type=float, default=0.3, help="probability of Gaussian noise (default: 0.3)")
+    p.add_argument("--p-shift", type=float, default=0.3, help="probability of a horizontal shift (default: 0.3)")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
+    p.set_defaults(run=cmd_augment)
     return parser
 
 

@@ -133,3 +133,125 @@ def resize_rgb_reference(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray
     resized = np.tensordot(np.tensordot(rows, rgb, axes=(1, 0)), cols, axes=(1, 1))  # (h, 3, w)
     resized = resized.transpose(0, 2, 1)
     return np.floor(resized + 0.5).clip(0, 255).astype(np.uint8)
+
+
+# -- augmentation -----------------------------------------------------------------------------------
+# Every random number is a SplitMix64 hash of (seed, sample index, copy number, counter): a sample's
+# augmentation depends on nothing else, whatever the chunking or the number of threads.
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NOISE_SCALE = np.float32(0.02 * 255 * np.sqrt(3.0))  # Irwin-Hall(4) sum -> N(0, 1) -> sigma 0.02 of 255
+_NOISE_SALT = np.uint64(0x5851F42D4C957F2D)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _mix(x):  # pragma: no cover - compiled
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_key(seed, index, copy):  # pragma: no cover - compiled
+    return _mix(_mix(_mix(np.uint64(seed)) + np.uint64(index) * _GOLDEN) + np.uint64(copy))
+
+
+@numba.njit(cache=True, nogil=True)
+def _uniform(key, j):  # pragma: no cover - compiled
+    return np.float64(_mix(key + np.uint64(j) * _GOLDEN) >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _augment_one(src, out, key, p_flip, p_brightness, p_noise, p_shift):  # pragma: no cover - compiled
+    h, w = src.shape[0], src.shape[1]
+    flip = _uniform(key, 0) < p_flip
+    factor = np.float32(0.7 + 0.6 * _uniform(key, 2)) if _uniform(key, 1) < p_brightness else np.float32(1)
+    noisy = _uniform(key, 3) < p_noise
+    shift = np.int64(_uniform(key, 5) * 11) - 5 if _uniform(key, 4) < p_shift else 0
+    noise_key = key ^ _NOISE_SALT
+    for y in range(h):
+        for x in range(w):
+            xs = x - shift  # shift last: the filled-in columns stay zero
+            if xs < 0 or xs >= w:
+                for c in range(3):
+                    out[y, x, c] = 0
+                continue
+            xf = w - 1 - xs if flip else xs
+            for c in range(3):
+                v = np.float32(src[y, xf, c]) * factor
+                v = min(max(v, np.float32(0)), np.float32(255))
+                if noisy:
+                    r = _mix(noise_key + np.uint64((y * w + xs) * 3 + c))  # before the shift
+                    s = (r & np.uint64(0xFFFF)) + ((r >> np.uint64(16)) & np.uint64(0xFFFF)) \
+                        + ((r >> np.uint64(32)) & np.uint64(0xFFFF)) + (r >> np.uint64(48))
+                    z = np.float32(s) * np.float32(1 / 65536) - np.float32(2)
+                    v = min(max(v + z * _NOISE_SCALE, np.float32(0)), np.float32(255))
+                out[y, x, c] = np.uint8(np.floor(v + np.float32(0.5)))
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _augment_chunk(images, indices, copies, seed, out, p_flip, p_brightness, p_noise, p_shift):  # pragma: no cover
+    n = images.shape[0]
+    for t in numba.prange(n * copies):
+        i, k = t // copies, t % copies
+        _augment_one(images[i], out[i, k], _sample_key(seed, indices[i], k + 1), p_flip, p_brightness, p_noise,
+                     p_shift)
+
+
+def augment_images(images: np.ndarray, indices: np.ndarray, copies: int, seed: int, *, p_flip: float = 0.5,
+                   p_brightness: float = 0.5, p_noise: float = 0.3, p_shift: float = 0.3) -> np.ndarray:
+    """``copies`` augmented versions of each uint8 RGB image: (n, copies, H, W, 3).
+
+    Per copy, independently: horizontal flip (p_flip), brightness x U(0.7, 1.3) (p_brightness),
+    Gaussian noise sigma 0.02 of full scale (p_noise), horizontal shift by an integer in [-5, 5] with
+    zero fill (p_shift); clipped and rounded to nearest. Copy ``k`` (1-based) of the sample with
+    global index ``indices[i]`` depends only on (seed, indices[i], k).
+    """
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+        raise ValueError(f"expected (n, H, W, 3) uint8 images, got {images.shape} {images.dtype}")
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    if indices.shape != (len(images),):
+        raise ValueError("one global index per image")
+    out = np.empty((len(images), copies, *images.shape[1:]), np.uint8)
+    if copies:
+        _augment_chunk(np.ascontiguousarray(images), indices, copies, seed, out, p_flip, p_brightness, p_noise,
+                       p_shift)
+    return out
+
+
+def _mix_reference(x: np.ndarray) -> np.ndarray:
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def augment_reference(image: np.ndarray, index: int, copy: int, seed: int, *, p_flip: float = 0.5,
+                      p_brightness: float = 0.5, p_noise: float = 0.3, p_shift: float = 0.3) -> np.ndarray:
+    """Plain-numpy twin of one augmented copy (``copy`` is 1-based), step by step: flip, brightness,
+    noise, shift with zero fill."""
+    with np.errstate(over="ignore"):
+        key = _mix_reference(_mix_reference(_mix_reference(np.array([seed], np.uint64)) + np.uint64(index) * _GOLDEN)
+                             + np.uint64(copy))
+        draws = _mix_reference(key + np.arange(6, dtype=np.uint64) * _GOLDEN)
+    u = (draws >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+    out = image.astype(np.float32)
+    if u[0] < p_flip:
+        out = out[:, ::-1]
+    if u[1] < p_brightness:
+        out = np.clip(out * np.float32(0.7 + 0.6 * u[2]), 0, 255)
+    if u[3] < p_noise:
+        counters = np.arange(out.size, dtype=np.uint64).reshape(out.shape)
+        with np.errstate(over="ignore"):
+            r = _mix_reference((key ^ _NOISE_SALT) + counters)
+        s = sum((r >> np.uint64(b)) & np.uint64(0xFFFF) for b in (0, 16, 32, 48))
+        z = s.astype(np.float32) * np.float32(1 / 65536) - np.float32(2)
+        out = np.clip(out + z * _NOISE_SCALE, 0, 255)
+    if u[4] < p_shift:
+        shift = int(u[5] * 11) - 5
+        shifted = np.zeros_like(out)
+        if shift >= 0:
+            shifted[:, shift:] = out[:, :out.shape[1] - shift]
+        else:
+            shifted[:, :shift] = out[:, -shift:]
+        out = shifted
+    return np.floor(out + np.float32(0.5)).astype(np.uint8)

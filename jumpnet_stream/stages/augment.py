@@ -1,0 +1,81 @@
+"""Stage 3, augment: every original kept unchanged, plus ``multiplier`` augmented copies (SPEC 2.3).
+
+Output order is per sample: the original, then its copies 1..multiplier, so the result does not
+depend on chunking. Copy ``k`` of the sample at row ``i`` of the input depends only on (seed, i, k).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..chunk import Chunk
+from ..errors import JumpnetError
+from ..formats import check_output, create_dataset, open_dataset
+from ..kernels import augment_images
+from ..progress import progress_bar
+
+
+@dataclass(frozen=True)
+class AugmentOptions:
+    """Copies per sample and the probability of each transform; validated on construction."""
+
+    multiplier: int = 2
+    seed: int = 0
+    p_flip: float = 0.5
+    p_brightness: float = 0.5
+    p_noise: float = 0.3
+    p_shift: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.multiplier < 0:
+            raise JumpnetError(None, f"--multiplier must be 0 or more, not {self.multiplier}")
+        for name in ("p_flip", "p_brightness", "p_noise", "p_shift"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise JumpnetError(None, f"--{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
+
+    def probabilities(self) -> dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if k.startswith("p_")}
+
+
+@dataclass
+class AugmentReport:
+    originals: int = 0
+    copies: int = 0
+    written: int = 0
+
+
+def augment_chunks(chunks: Iterable[Chunk], options: AugmentOptions) -> Iterator[Chunk]:
+    """Sample chunks in, chunks of originals interleaved with their augmented copies out."""
+    per = options.multiplier + 1
+    offset = 0
+    for chunk in chunks:
+        n = len(chunk)
+        copies = augment_images(chunk["image"], np.arange(offset, offset + n), options.multiplier, options.seed,
+                                **options.probabilities())
+        images = np.concatenate([chunk["image"][:, None], copies], axis=1).reshape(n * per, *chunk["image"].shape[1:])
+        columns = {name: np.repeat(column, per, axis=0) for name, column in chunk.columns.items() if name != "image"}
+        yield Chunk({"image": images, **columns})
+        offset += n
+
+
+def augment(input: str | os.PathLike, output: str | os.PathLike, options: AugmentOptions = AugmentOptions(), *,
+            overwrite: bool = False, quiet: bool = True) -> AugmentReport:
+    """Write every sample of ``input`` and its augmented copies to ``output``."""
+    input, output = os.fspath(input), os.fspath(output)
+    check_output(output, overwrite)
+    dataset = open_dataset(input)
+    report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
+    bar = progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet)
+    with bar, create_dataset(output, dataset.keys, overwrite=overwrite) as writer:
+        for chunk in augment_chunks(dataset.chunks(), options):
+            writer.write(chunk)
+            bar.update(len(chunk) // (options.multiplier + 1))
+        report.written = writer.rows
+        writer.provenance = [*dataset.provenance, {
+            "stage": "augment", "parameters": asdict(options),
+            "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": asdict(report)}]
+    return report
