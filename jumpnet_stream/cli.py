@@ -97,6 +97,21 @@ def cmd_augment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_merge(args: argparse.Namespace) -> int:
+    from .stages.merge import merge
+
+    report = merge(args.inputs, args.output, shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite,
+                   quiet=args.quiet)
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    print(f"merge -> {args.output}: {report.written} samples, keys {', '.join(report.keys)}"
+          + (f", shuffled (seed {args.seed})" if args.shuffle else ""))
+    for entry in report.inputs:
+        print(f"  {entry['samples']:>8}  {entry['path']}  (keys {', '.join(entry['keys'])})")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output dataset: .zarr (the store) or .npz (the seed's legacy format)")
@@ -165,6 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-shift", type=float, default=0.3, help="probability of a horizontal shift (default: 0.3)")
     p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_augment)
+
+    p = sub.add_parser("merge", help="concatenate datasets, keys remapped to their union; optionally shuffled",
+                       description="Stages 2 and 6: concatenate datasets of any format. The key list becomes the "
+                       "sorted union of the inputs' keys and every keys_raw/hold_duration vector is remapped to it. "
+                       "--shuffle writes a seeded permutation of the whole result, out of core (a temporary spool "
+                       "file beside OUT, about a sixth of the images' raw size).")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="datasets (.zarr or .npz)")
+    _common(p)
+    p.add_argument("--shuffle", action="store_true", help="shuffle the merged samples")
+    p.add_argument("--seed", type=int, default=42, help="seed of the shuffle (default: 42)")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(run=cmd_merge)
     return parser
 
 
