@@ -1,6 +1,7 @@
 """Dataset readers and writers chosen by file extension, and output that appears only when complete.
 
-``.zarr`` is the store (:mod:`store`); ``.npz`` the seed's legacy format (:mod:`legacy`). Every
+``.zarr`` is the store (:mod:`store`); ``.npz`` the seed's legacy format (:mod:`legacy`) or, with
+an ``image`` member, the columnar one (:mod:`columnar`); ``.h5`` HDF5 (:mod:`h5`). Every
 writer takes a temporary sibling path and is renamed over the target on success; on failure the
 temporary output is removed, so a failed run leaves nothing behind.
 """
@@ -10,16 +11,20 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import zipfile
+from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 import numpy as np
 
 from .chunk import DEFAULT_ROWS, Chunk
 from .errors import JumpnetError
+from .columnar import ColumnarNpzDataset, ColumnarNpzWriter
+from .h5 import H5Dataset, H5DatasetWriter
 from .legacy import LegacyNpzDataset, LegacyNpzWriter
-from .store import ZarrDataset, ZarrDatasetWriter
+from .store import IMAGE_ROWS, ZarrDataset, ZarrDatasetWriter
 
-FORMATS = (".zarr", ".npz")
+FORMATS = (".zarr", ".npz", ".h5")
 
 
 class DatasetReader(Protocol):
@@ -61,7 +66,16 @@ def _extension(path: str) -> str:
 def open_dataset(path: str | os.PathLike) -> DatasetReader:
     """Open any dataset format for streaming reads."""
     path = os.fspath(path)
-    return ZarrDataset(path) if _extension(path) == ".zarr" else LegacyNpzDataset(path)
+    ext = _extension(path)
+    if ext == ".zarr":
+        return ZarrDataset(path)
+    if ext == ".h5":
+        return H5Dataset(path)
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as zf:
+            if "image.npy" in zf.namelist():
+                return ColumnarNpzDataset(path)
+    return LegacyNpzDataset(path)
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
@@ -85,20 +99,49 @@ def _remove(path: str) -> None:
         os.remove(path)
 
 
+@dataclass(frozen=True)
+class WriteOptions:
+    """How a dataset is written, beyond its format (which the extension gives)."""
+
+    layout: str = "legacy"            # .npz: the seed's object array, or "columnar" (needs ``rows``)
+    image_dtype: str | None = None    # float32 or uint8; default float32 for legacy .npz, else uint8
+    scalar_hold: bool = False         # legacy .npz: hold_duration as a 0-d array (single-key sets)
+    image_size: tuple[int, int] | None = None  # an empty dataset's image size (else the first chunk's)
+    image_rows: int = IMAGE_ROWS      # .zarr: rows per image chunk
+    rows: int | None = None           # columnar .npz: the row count, known up front
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("legacy", "columnar"):
+            raise JumpnetError(None, f"--layout must be legacy or columnar, not {self.layout}")
+        if self.image_dtype not in (None, "float32", "uint8"):
+            raise JumpnetError(None, f"--dtype must be float32 or uint8, not {self.image_dtype}")
+
+
+def _writer(path: str, ext: str, keys: list[str], options: WriteOptions) -> Any:
+    shape = (*options.image_size, 3) if options.image_size else None
+    if ext == ".zarr":
+        return ZarrDatasetWriter(path, keys, shape, image_rows=options.image_rows)
+    if ext == ".h5":
+        return H5DatasetWriter(path, keys, options.image_dtype or "uint8")
+    if options.layout == "columnar":
+        if options.rows is None or shape is None:
+            raise ValueError("a columnar .npz needs its row count and image size up front")
+        return ColumnarNpzWriter(path, keys, options.rows, shape, options.image_dtype or "uint8")
+    return LegacyNpzWriter(path, keys, scalar_hold=options.scalar_hold, image_dtype=options.image_dtype or "float32")
+
+
 @contextlib.contextmanager
 def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool = False,
-                   scalar_hold: bool = False, image_size: tuple[int, int] | None = None) -> Iterator[DatasetWriter]:
+                   options: WriteOptions = WriteOptions()) -> Iterator[DatasetWriter]:
     """A writer for ``path`` (format by extension) that lands only if the block completes.
 
     The caller sets ``writer.provenance`` (a list of stage records) before the block ends.
-    ``image_size`` gives an empty dataset's image size (otherwise the first chunk's).
     """
     path = check_output(path, overwrite)
     parent, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
     _remove(temp)
-    writer: Any = ZarrDatasetWriter(temp, keys, (*image_size, 3) if image_size else None) \
-        if _extension(path) == ".zarr" else LegacyNpzWriter(temp, keys, scalar_hold=scalar_hold)
+    writer = _writer(temp, _extension(path), keys, options)
     writer.provenance = []
     try:
         yield writer

@@ -73,19 +73,21 @@ class LegacyNpzDataset:
 
 
 class LegacyNpzWriter:
-    """Writes the seed's format; images become float32 in [0, 1] one chunk at a time.
+    """Writes the seed's format; images become float32 in [0, 1] one chunk at a time (or stay uint8).
 
     ``scalar_hold`` stores each hold as a 0-d float32 array (single-key sets only), which both
     ``float(x)`` and ``x.flatten()[0]`` accept on every numpy; the default 1-element vector is the
     seed's exact format, which ``float()`` rejects on numpy >= 2.4.
     """
 
-    def __init__(self, path: str | os.PathLike, keys: list[str], *, scalar_hold: bool = False):
+    def __init__(self, path: str | os.PathLike, keys: list[str], *, scalar_hold: bool = False,
+                 image_dtype: object = np.float32):
         if scalar_hold and len(keys) != 1:
             raise JumpnetError(path, f"a scalar hold needs a single-key dataset, this one has keys {keys}")
         self.path = os.fspath(path)
         self.keys = list(keys)
         self.scalar_hold = scalar_hold
+        self.image_dtype = np.dtype(image_dtype)
         self._writer = ObjectArrayWriter(self.path, name="data", width=6)
 
     @property
@@ -93,7 +95,8 @@ class LegacyNpzWriter:
         return self._writer.rows
 
     def write(self, chunk: Chunk) -> None:
-        images = chunk["image"].astype(np.float32) / np.float32(255)
+        images = chunk["image"].astype(np.float32) / np.float32(255) if self.image_dtype == np.float32 \
+            else chunk["image"]
         holds = chunk["hold_duration"]
         for i in range(len(chunk)):
             hold = holds[i].reshape(()) if self.scalar_hold else holds[i]

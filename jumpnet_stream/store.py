@@ -36,10 +36,10 @@ _ARRAY_CONFIG = {"write_empty_chunks": True}  # skip zarr's per-chunk "is it emp
 _KEY_ENCODING = {"name": "default", "separator": "."}  # chunk files side by side, no directory each
 
 
-def _column_spec(name: str, k: int, image_shape: tuple[int, int, int]) -> tuple[tuple, object, tuple]:
+def _column_spec(name: str, k: int, image_shape: tuple[int, int, int], image_rows: int) -> tuple[tuple, object, tuple]:
     """(per-sample shape, dtype, chunk shape) of each stored field."""
     return {
-        "image": (image_shape, np.uint8, (IMAGE_ROWS, *image_shape)),
+        "image": (image_shape, np.uint8, (image_rows, *image_shape)),
         "label": ((), np.float32, (SCALAR_ROWS,)),
         "keys_raw": ((k,), np.float32, (SCALAR_ROWS, k)),
         "hold_duration": ((k,), np.float32, (SCALAR_ROWS, k)),
@@ -53,7 +53,10 @@ class ZarrDatasetWriter:
     """Appends sample chunks to a new zarr group at ``path``; :meth:`finish` writes the attributes."""
 
     def __init__(self, path: str | os.PathLike, keys: list[str], image_shape: tuple[int, int, int] | None = None,
-                 *, level: int = 1):
+                 *, level: int = 1, image_rows: int = IMAGE_ROWS):
+        if image_rows < 1:
+            raise JumpnetError(path, f"image chunks must hold 1 or more rows, not {image_rows}")
+        self.image_rows = image_rows
         self.path = os.fspath(path)
         self.keys = list(keys)
         self._image_shape = image_shape
@@ -71,7 +74,7 @@ class ZarrDatasetWriter:
     def _create(self, image_shape: tuple[int, int, int]) -> None:
         k = len(self.keys)
         for name in SAMPLE_FIELDS:
-            shape, dtype, chunks = _column_spec(name, k, image_shape)
+            shape, dtype, chunks = _column_spec(name, k, image_shape, self.image_rows)
             codec = ZstdCodec(level=self._level if name == "image" else 3)
             self._arrays[name] = self._group.create_array(
                 name, shape=(0, *shape), dtype=dtype, chunks=chunks, compressors=codec,
@@ -90,7 +93,7 @@ class ZarrDatasetWriter:
             self._create(tuple(chunk["image"].shape[1:]))
         self._pending.append(chunk)
         self._pending_rows += len(chunk)
-        if self._pending_rows >= IMAGE_ROWS:
+        if self._pending_rows >= self.image_rows:
             self._flush(whole_chunks_only=True)
         elif self._pending[-1] is chunk:  # held back: keep a copy, never the caller's arrays
             self._pending[-1] = Chunk({k: v.copy() for k, v in chunk.columns.items()})
@@ -100,12 +103,12 @@ class ZarrDatasetWriter:
         wait for a whole 4096-row chunk, since every zarr write of a partial chunk rewrites it."""
         if self._pending_rows:
             merged = Chunk.concat(self._pending)
-            n = len(merged) - len(merged) % IMAGE_ROWS if whole_chunks_only else len(merged)
+            n = len(merged) - len(merged) % self.image_rows if whole_chunks_only else len(merged)
             start, stop = self._flushed, self._flushed + n
             if stop > self._capacity:  # grow geometrically: resizing rewrites metadata, so do it rarely
-                self._resize(max(stop, 2 * self._capacity, SCALAR_ROWS))
+                self._resize(max(stop, 2 * self._capacity, SCALAR_ROWS, self.image_rows))
             if n:
-                if start % IMAGE_ROWS == 0 and n % IMAGE_ROWS == 0:
+                if start % self.image_rows == 0 and n % self.image_rows == 0:
                     self._write_image_chunks(start, merged["image"][:n])
                 else:
                     self._arrays["image"][start:stop] = merged["image"][:n]
@@ -129,9 +132,9 @@ class ZarrDatasetWriter:
         writes for codecs [bytes, zstd] (a zstd frame of the chunk's C-order bytes), at half the CPU
         of zarr's own write path, which copies each 10 MB chunk several times."""
         folder = os.path.join(self.path, "image")
-        for offset in range(0, len(images), IMAGE_ROWS):
-            block = np.ascontiguousarray(images[offset:offset + IMAGE_ROWS])
-            index = (start + offset) // IMAGE_ROWS
+        for offset in range(0, len(images), self.image_rows):
+            block = np.ascontiguousarray(images[offset:offset + self.image_rows])
+            index = (start + offset) // self.image_rows
             with open(os.path.join(folder, f"c.{index}.0.0.0"), "wb") as f:
                 f.write(self._zstd.encode(block))
 
@@ -190,8 +193,9 @@ class ZarrDataset:
     def take(self, positions: np.ndarray) -> Iterator[Chunk]:
         """The rows at sorted ``positions``, reading only the image chunks that hold them."""
         positions = np.asarray(positions, np.int64)
-        windows = positions // IMAGE_ROWS
+        rows = self._arrays["image"].chunks[0]
+        windows = positions // rows
         for window in np.unique(windows):
-            start = int(window) * IMAGE_ROWS
-            block = self.read(start, min(start + IMAGE_ROWS, len(self)))
+            start = int(window) * rows
+            block = self.read(start, min(start + rows, len(self)))
             yield block.take(positions[windows == window] - start)

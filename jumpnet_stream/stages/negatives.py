@@ -16,7 +16,7 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import check_output, create_dataset, open_dataset
+from ..formats import WriteOptions, check_output, create_dataset, open_dataset
 from ..kernels import resize_rgb
 from ..pipeline import BufferPool, threaded
 from ..progress import progress_bar
@@ -119,7 +119,7 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
     buffers = BufferPool((DEFAULT_ROWS, *shape, 3), np.uint8)
     source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name,
                         buffers=buffers)
-    with bar, create_dataset(output, keys, overwrite=overwrite, image_size=shape) as writer:
+    with bar, create_dataset(output, keys, overwrite=overwrite, options=WriteOptions(image_size=shape)) as writer:
         for chunk in threaded(source):
             writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
             buffers.give(chunk["image"])

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
 from ..errors import JumpnetError
-from ..formats import check_output, create_dataset
+from ..formats import WriteOptions, check_output, create_dataset
 from ..legacy import SAMPLE_DTYPES
 from ..progress import progress_bar
 from ..recording import ImageBatcher, Recording
@@ -91,7 +91,7 @@ def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = 
     counts: Counter = Counter()
     report = PreprocessReport(total=len(recording))
     bar = progress_bar(recording.progress[1], f"preprocess {os.path.basename(raw)}", unit="B", quiet=quiet)
-    with bar, create_dataset(output, recording.keys, overwrite=overwrite, scalar_hold=scalar_hold) as writer:
+    with bar, create_dataset(output, recording.keys, overwrite=overwrite, options=WriteOptions(scalar_hold=scalar_hold)) as writer:
         for chunk in pair_jumps(recording.events(), key_index=recording.keys.index(key),
                                 source=recording.name, counts=counts):
             writer.write(chunk)

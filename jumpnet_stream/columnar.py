@@ -1,0 +1,108 @@
+"""Columnar ``.npz``: one plain array per field (``image``, ``label``, ...), loadable with ``np.load``
+and no pickle; written and read as streams (the image member is appended chunk by chunk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from typing import Any, Iterator
+
+import numpy as np
+from numpy.lib import format as npy_format
+
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
+from .errors import JumpnetError
+from .npz import read_small_array
+
+
+class ColumnarNpzWriter:
+    """Writes the image member while chunks arrive (the row count is known up front); the small fields,
+    a few bytes per sample, are kept and written at the end."""
+
+    def __init__(self, path: str | os.PathLike, keys: list[str], rows: int, image_shape: tuple[int, ...],
+                 image_dtype: object = np.uint8):
+        self.path = os.fspath(path)
+        self.keys = list(keys)
+        self.expected = rows
+        self.image_dtype = np.dtype(image_dtype)
+        self._zip = zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True)
+        self._image = self._zip.open("image.npy", "w", force_zip64=True)
+        npy_format.write_array_header_2_0(self._image, {"descr": npy_format.dtype_to_descr(self.image_dtype),
+                                                        "fortran_order": False, "shape": (rows, *image_shape)})
+        self._small: list[Chunk] = []
+        self.rows = 0
+
+    def write(self, chunk: Chunk) -> None:
+        if self.rows + len(chunk) > self.expected:
+            raise ValueError("more rows than announced")
+        images = chunk["image"]
+        if self.image_dtype == np.float32:
+            images = images.astype(np.float32) / np.float32(255)
+        self._image.write(np.ascontiguousarray(images, dtype=self.image_dtype).tobytes())
+        self._small.append(Chunk({k: v.copy() for k, v in chunk.columns.items() if k != "image"}))
+        self.rows += len(chunk)
+
+    def finish(self, provenance: list[dict[str, Any]]) -> None:
+        if self.rows != self.expected:
+            raise ValueError(f"{self.rows} rows written, {self.expected} announced")
+        self._image.close()
+        small = Chunk.concat(self._small) if self._small else None
+        for name in SAMPLE_FIELDS[1:]:
+            column = small[name] if small is not None else np.zeros(0)
+            with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
+                npy_format.write_array(f, column, allow_pickle=False)
+        for name, value in (("keys", np.array(self.keys)), ("provenance", np.array(json.dumps(provenance)))):
+            with self._zip.open(f"{name}.npy", "w") as f:
+                npy_format.write_array(f, value, allow_pickle=False)
+        self._zip.close()
+
+    def abort(self) -> None:
+        self._image.close()
+        self._zip.close()
+
+
+class ColumnarNpzDataset:
+    """A columnar ``.npz`` opened for streaming reads: images read a chunk at a time from the zip."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        with zipfile.ZipFile(self.path) as zf:
+            info = zf.getinfo("image.npy")
+            with zf.open(info) as f:
+                version = npy_format.read_magic(f)
+                shape, fortran, dtype = npy_format._read_array_header(f, version)
+        if fortran or len(shape) != 4 or dtype.kind not in "uf":
+            raise JumpnetError(self.path, f"'image' is {shape} {dtype}, expected (N, H, W, 3) uint8 or float")
+        self._shape, self._dtype = shape, dtype
+        self.image_shape = tuple(shape[1:])
+        self.keys = [str(k) for k in read_small_array(self.path, "keys").reshape(-1)]
+        try:
+            self.provenance = json.loads(str(read_small_array(self.path, "provenance")[()]))
+        except (JumpnetError, ValueError):
+            self.provenance = []
+        self._small = {name: read_small_array(self.path, name) for name in SAMPLE_FIELDS[1:]}
+
+    def __len__(self) -> int:
+        return self._shape[0]
+
+    def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+        per_row = int(np.prod(self._shape[1:])) * self._dtype.itemsize
+        with zipfile.ZipFile(self.path) as zf, zf.open("image.npy") as f:
+            version = npy_format.read_magic(f)
+            npy_format._read_array_header(f, version)
+            for start in range(0, len(self), rows):
+                n = min(rows, len(self) - start)
+                data = f.read(n * per_row)
+                if len(data) != n * per_row:
+                    raise JumpnetError(self.path, "'image' is truncated")
+                images = np.frombuffer(bytearray(data), self._dtype).reshape(n, *self._shape[1:])
+                if self._dtype.kind == "f":
+                    images = np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+                yield Chunk({"image": images, **{k: v[start:start + n] for k, v in self._small.items()}})
+
+    def take(self, positions: np.ndarray) -> Iterator[Chunk]:
+        return select_rows(self.chunks(), positions)
+
+    def column(self, name: str) -> np.ndarray:
+        return self._small[name]
