@@ -1,5 +1,6 @@
 """jumpnet-stream: turn gameplay recordings into balanced behaviour-cloning datasets, streaming."""
 
+from .batches import batches
 from .chunk import SAMPLE_FIELDS, Chunk
 from .errors import JumpnetError
 from .formats import create_dataset, open_dataset
@@ -8,5 +9,5 @@ from .stages.preprocess import PreprocessReport, pair_jumps, preprocess
 
 __version__ = "0.1.0"
 
-__all__ = ["SAMPLE_FIELDS", "Chunk", "JumpnetError", "PreprocessReport", "Recording", "create_dataset",
+__all__ = ["SAMPLE_FIELDS", "Chunk", "batches", "JumpnetError", "PreprocessReport", "Recording", "create_dataset",
            "open_dataset", "pair_jumps", "preprocess", "__version__"]

@@ -112,6 +112,18 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, scalar_hold=args.scalar_hold,
+                    image_rows=args.rechunk, force=args.force, overwrite=args.overwrite, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        print(f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB")
+    return 0
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
                         help="output dataset: .zarr (the store) or .npz (the seed's legacy format)")
@@ -192,6 +204,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the shuffle (default: 42)")
     p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(run=cmd_merge)
+
+    p = sub.add_parser("export", help="write a dataset as legacy/columnar .npz, .zarr or .h5",
+                       description="Copy a dataset into the format OUT's extension names. .npz with --layout legacy "
+                       "(default) is the seed's format, which the original trainer loads with np.load(allow_pickle="
+                       "True): jumpnet-stream writes it streaming, but the trainer builds the whole object array in "
+                       "RAM, so an export larger than this machine's available memory is refused unless --force. "
+                       ".npz with --layout columnar holds one plain array per field (np.load, no pickle); .zarr is a "
+                       "copy of the store (--rechunk N: N images per chunk); .h5 is HDF5 (h5py), chunked and "
+                       "lzf-compressed, keys in its attributes.")
+    p.add_argument("input", metavar="IN", help="dataset (.zarr, .npz or .h5)")
+    _common(p)
+    p.add_argument("--layout", choices=["legacy", "columnar"], default="legacy", help=".npz layout (default: legacy)")
+    p.add_argument("--dtype", choices=["float32", "uint8"], default=None,
+                   help="image dtype: float32 in [0, 1] or uint8 (default: float32 for legacy .npz, else uint8)")
+    p.add_argument("--scalar-hold", action="store_true",
+                   help="legacy .npz: hold_duration as a 0-d array, which float() accepts on numpy >= 2.4 "
+                   "(single-key sets only)")
+    p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64)")
+    p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
+    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    p.set_defaults(run=cmd_export)
     return parser
 
 

@@ -13,7 +13,7 @@ from numpy.lib import format as npy_format
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
 from .errors import JumpnetError
-from .npz import read_small_array
+from .npz import read_header, read_small_array
 
 
 class ColumnarNpzWriter:
@@ -70,8 +70,7 @@ class ColumnarNpzDataset:
         with zipfile.ZipFile(self.path) as zf:
             info = zf.getinfo("image.npy")
             with zf.open(info) as f:
-                version = npy_format.read_magic(f)
-                shape, fortran, dtype = npy_format._read_array_header(f, version)
+                shape, fortran, dtype = read_header(f, self.path, "image")
         if fortran or len(shape) != 4 or dtype.kind not in "uf":
             raise JumpnetError(self.path, f"'image' is {shape} {dtype}, expected (N, H, W, 3) uint8 or float")
         self._shape, self._dtype = shape, dtype
@@ -89,8 +88,7 @@ class ColumnarNpzDataset:
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         per_row = int(np.prod(self._shape[1:])) * self._dtype.itemsize
         with zipfile.ZipFile(self.path) as zf, zf.open("image.npy") as f:
-            version = npy_format.read_magic(f)
-            npy_format._read_array_header(f, version)
+            read_header(f, self.path, "image")
             for start in range(0, len(self), rows):
                 n = min(rows, len(self) - start)
                 data = f.read(n * per_row)

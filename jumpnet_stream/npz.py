@@ -13,6 +13,7 @@ import io
 import os
 import struct
 import pickle
+import resource
 import shutil
 import tempfile
 import warnings
@@ -51,14 +52,15 @@ def _member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
     raise JumpnetError(path, f"npz has no '{name}' array (it has: {', '.join(present) or 'nothing'})")
 
 
-def _read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+def read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran_order, dtype) of the .npy member ``name`` open as ``f``, which it leaves at the data."""
     try:
         version = npy_format.read_magic(f)
         if version == (1, 0):
             return npy_format.read_array_header_1_0(f)
         if version == (2, 0):
             return npy_format.read_array_header_2_0(f)
-        return npy_format._read_array_header(f, version)  # (3, 0): utf-8 header
+        raise ValueError(f"unsupported .npy format version {version}")
     except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
         raise JumpnetError(path, f"'{name}' is not a valid .npy array: {exc}") from None
 
@@ -73,7 +75,7 @@ def read_small_array(path: str, name: str) -> np.ndarray:
         if info.file_size > SMALL_ARRAY_BYTES:
             raise JumpnetError(path, f"'{name}' is implausibly large ({info.file_size} bytes)")
         with zf.open(info) as f, _read_errors(path, name):
-            shape, fortran, dtype = _read_header(f, path, name)
+            shape, fortran, dtype = read_header(f, path, name)
             count = int(np.prod(shape, dtype=np.int64)) if shape else 1
             if not dtype.hasobject:
                 if count * dtype.itemsize > info.file_size:
@@ -108,15 +110,18 @@ def _read_errors(path: str, name: str, streaming: bool = False) -> Iterator[None
         raise JumpnetError(path, f"'{name}' is corrupt or truncated: {exc}") from None
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
+    """Bytes this process can still use: the machine's available memory, or its address-space limit."""
+    free = 1 << 62
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    free = int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 1 << 62
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return min(free, limit) if limit != resource.RLIM_INFINITY else free
 
 
 class _Counting(io.RawIOBase):
@@ -150,7 +155,7 @@ class ObjectArrayReader:
             info = zf.getinfo(_member_name(zf, self.path, self.name))
             self.member, self.nbytes = info.filename, info.file_size
             with zf.open(info) as f:
-                self.shape, self.fortran, dtype = _read_header(f, self.path, self.name)
+                self.shape, self.fortran, dtype = read_header(f, self.path, self.name)
         if not dtype.hasobject:
             raise JumpnetError(self.path, f"'{self.name}' is a {dtype} array, expected an object array "
                                           "of entries")
@@ -173,7 +178,7 @@ class ObjectArrayReader:
                 done += 1
         except NeedsWholeLoad as why:
             self.whole_loaded = str(why)
-            if self.nbytes > _available_memory() // 2:
+            if self.nbytes > available_memory() // 2:
                 raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}) and is too large "
                                               f"to load whole ({self.nbytes >> 20} MB)") from None
             warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=2)
@@ -192,7 +197,7 @@ class ObjectArrayReader:
                 row = []
 
     def _unpickler(self, raw: BinaryIO, **options) -> tuple[StreamingUnpickler, _Counting]:
-        _read_header(raw, self.path, self.name)
+        read_header(raw, self.path, self.name)
         counting = _Counting(raw)
         counting.count = raw.tell()
         vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(), **options)
