@@ -72,3 +72,22 @@ def select_rows(chunks: Iterable[Chunk], positions: np.ndarray) -> Iterator[Chun
         offset += len(chunk)
         if hi == len(positions):
             return
+
+
+def images_to_float(images: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1] (the seed's and the trainer's representation)."""
+    return images.astype(np.float32) / np.float32(255)
+
+
+def images_to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images as stored: float in [0, 1] scaled and rounded to nearest; uint8 as is."""
+    if images.dtype == np.uint8:
+        return images
+    return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+
+
+def empty_samples(keys: int, image_shape: tuple[int, ...]) -> Chunk:
+    """A chunk of no samples with every field's dtype and shape: what an empty dataset holds."""
+    return Chunk({"image": np.zeros((0, *image_shape), np.uint8), "label": np.zeros(0, np.float32),
+                  "keys_raw": np.zeros((0, keys), np.float32), "hold_duration": np.zeros((0, keys), np.float32),
+                  "phase": np.zeros(0, "<U7"), "frame_index": np.zeros(0, np.int64), "source": np.zeros(0, "<U1")})

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
 from .npz import read_header, read_small_array
 
@@ -30,15 +30,19 @@ class ColumnarNpzWriter:
         self._image = self._zip.open("image.npy", "w", force_zip64=True)
         npy_format.write_array_header_2_0(self._image, {"descr": npy_format.dtype_to_descr(self.image_dtype),
                                                         "fortran_order": False, "shape": (rows, *image_shape)})
-        self._small: list[Chunk] = []
+        self._small: list[Chunk] = [Chunk({k: v for k, v in empty_samples(len(keys), image_shape).columns.items()
+                                           if k != "image"})]
+        self.image_shape = tuple(image_shape)
         self.rows = 0
 
     def write(self, chunk: Chunk) -> None:
         if self.rows + len(chunk) > self.expected:
             raise ValueError("more rows than announced")
         images = chunk["image"]
+        if images.shape[1:] != self.image_shape:
+            raise ValueError(f"images of {images.shape[1:]} in a file announced with {self.image_shape}")
         if self.image_dtype == np.float32:
-            images = images.astype(np.float32) / np.float32(255)
+            images = images_to_float(images)
         self._image.write(np.ascontiguousarray(images, dtype=self.image_dtype).tobytes())
         self._small.append(Chunk({k: v.copy() for k, v in chunk.columns.items() if k != "image"}))
         self.rows += len(chunk)
@@ -47,9 +51,9 @@ class ColumnarNpzWriter:
         if self.rows != self.expected:
             raise ValueError(f"{self.rows} rows written, {self.expected} announced")
         self._image.close()
-        small = Chunk.concat(self._small) if self._small else None
+        small = Chunk.concat(self._small) if self.rows else self._small[0]
         for name in SAMPLE_FIELDS[1:]:
-            column = small[name] if small is not None else np.zeros(0)
+            column = small[name]
             with self._zip.open(f"{name}.npy", "w", force_zip64=True) as f:
                 npy_format.write_array(f, column, allow_pickle=False)
         for name, value in (("keys", np.array(self.keys)), ("provenance", np.array(json.dumps(provenance)))):
@@ -80,7 +84,7 @@ class ColumnarNpzDataset:
             self.provenance = json.loads(str(read_small_array(self.path, "provenance")[()]))
         except (JumpnetError, ValueError):
             self.provenance = []
-        self._small = {name: read_small_array(self.path, name) for name in SAMPLE_FIELDS[1:]}
+        self._small = {name: read_small_array(self.path, name, limit=None) for name in SAMPLE_FIELDS[1:]}
 
     def __len__(self) -> int:
         return self._shape[0]
@@ -94,9 +98,7 @@ class ColumnarNpzDataset:
                 data = f.read(n * per_row)
                 if len(data) != n * per_row:
                     raise JumpnetError(self.path, "'image' is truncated")
-                images = np.frombuffer(bytearray(data), self._dtype).reshape(n, *self._shape[1:])
-                if self._dtype.kind == "f":
-                    images = np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
+                images = images_to_uint8(np.frombuffer(bytearray(data), self._dtype).reshape(n, *self._shape[1:]))
                 yield Chunk({"image": images, **{k: v[start:start + n] for k, v in self._small.items()}})
 
     def take(self, positions: np.ndarray) -> Iterator[Chunk]:

@@ -10,6 +10,7 @@ import numpy as np
 
 from .errors import JumpnetError
 from .formats import WriteOptions, check_output, create_dataset, open_dataset
+from .store import IMAGE_ROWS
 from .npz import available_memory
 from .progress import progress_bar
 
@@ -43,7 +44,8 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str =
                                        f"more than the {free >> 20} MB available here (use --layout columnar, "
                                        ".zarr or .h5, or --force)")
     options = WriteOptions(layout=layout, image_dtype=image_dtype, scalar_hold=scalar_hold, rows=len(dataset),
-                           image_size=tuple(dataset.image_shape[:2]), **({"image_rows": image_rows} if image_rows else {}))
+                           image_size=tuple(dataset.image_shape[:2]),
+                           image_rows=IMAGE_ROWS if image_rows is None else image_rows)
     bar = progress_bar(len(dataset), f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet)
     with bar, create_dataset(output, dataset.keys, overwrite=overwrite, options=options) as writer:
         for chunk in dataset.chunks():

@@ -117,12 +117,29 @@ class WriteOptions:
             raise JumpnetError(None, f"--dtype must be float32 or uint8, not {self.image_dtype}")
 
 
+def _check_options(path: str, ext: str, keys: list[str], options: WriteOptions) -> None:
+    """Refuse options that the output's format would silently ignore."""
+    legacy = ext == ".npz" and options.layout == "legacy"
+    if options.scalar_hold and not legacy:
+        raise JumpnetError(path, "--scalar-hold applies to the legacy .npz layout only")
+    if options.scalar_hold and len(keys) != 1:
+        raise JumpnetError(path, f"--scalar-hold needs a single-key dataset, this one has keys {', '.join(keys)}")
+    if options.layout == "columnar" and ext != ".npz":
+        raise JumpnetError(path, "--layout applies to .npz outputs only")
+    if options.image_dtype == "float32" and ext == ".zarr":
+        raise JumpnetError(path, "the .zarr store keeps uint8 images (export to .npz or .h5 for float32)")
+    if options.image_rows != IMAGE_ROWS and ext != ".zarr":
+        raise JumpnetError(path, "--rechunk applies to .zarr outputs only")
+    if options.image_rows < 1:
+        raise JumpnetError(path, f"--rechunk must be 1 or more, not {options.image_rows}")
+
+
 def _writer(path: str, ext: str, keys: list[str], options: WriteOptions) -> Any:
     shape = (*options.image_size, 3) if options.image_size else None
     if ext == ".zarr":
         return ZarrDatasetWriter(path, keys, shape, image_rows=options.image_rows)
     if ext == ".h5":
-        return H5DatasetWriter(path, keys, options.image_dtype or "uint8")
+        return H5DatasetWriter(path, keys, options.image_dtype or "uint8", shape or (227, 227, 3))
     if options.layout == "columnar":
         if options.rows is None or shape is None:
             raise ValueError("a columnar .npz needs its row count and image size up front")
@@ -138,6 +155,7 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
     The caller sets ``writer.provenance`` (a list of stage records) before the block ends.
     """
     path = check_output(path, overwrite)
+    _check_options(path, _extension(path), keys, options)
     parent, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
     _remove(temp)

@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
 
 _STRING = h5py.string_dtype("utf-8")
@@ -18,10 +18,12 @@ _STRING = h5py.string_dtype("utf-8")
 class H5DatasetWriter:
     """Appends chunks to a new HDF5 file; images chunked 64 frames at a time, lzf-compressed (fast)."""
 
-    def __init__(self, path: str | os.PathLike, keys: list[str], image_dtype: object = np.uint8):
+    def __init__(self, path: str | os.PathLike, keys: list[str], image_dtype: object = np.uint8,
+                 image_shape: tuple[int, ...] = (227, 227, 3)):
         self.path = os.fspath(path)
         self.keys = list(keys)
         self.image_dtype = np.dtype(image_dtype)
+        self.image_shape = tuple(image_shape)
         self._file = h5py.File(self.path, "w")
         self.rows = 0
 
@@ -44,11 +46,13 @@ class H5DatasetWriter:
             data.resize(stop, axis=0)
             column = chunk[name]
             if name == "image" and self.image_dtype == np.float32:
-                column = column.astype(np.float32) / np.float32(255)
+                column = images_to_float(column)
             data[start:stop] = column.astype(object) if column.dtype.kind == "U" else column
         self.rows = stop
 
     def finish(self, provenance: list[dict[str, Any]]) -> None:
+        if "image" not in self._file:  # an empty dataset still has every field
+            self._create(empty_samples(len(self.keys), self.image_shape))
         self._file.attrs["keys"] = self.keys
         self._file.attrs["provenance"] = json.dumps(provenance)
         self._file.close()
@@ -84,13 +88,16 @@ class H5Dataset:
     def read(self, start: int, stop: int) -> Chunk:
         columns = {}
         for name in SAMPLE_FIELDS:
-            column = self._file[name][start:stop]
-            if name == "image" and column.dtype.kind == "f":
-                column = np.rint(np.clip(column, 0, 1) * 255).astype(np.uint8)
-            elif column.dtype.kind in "OS":
-                column = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in column], dtype=str)
-            columns[name] = column
+            columns[name] = self._column(name, start, stop)
         return Chunk(columns)
+
+    def _column(self, name: str, start: int, stop: int) -> np.ndarray:
+        column = self._file[name][start:stop]
+        if name == "image":
+            return images_to_uint8(column)
+        if column.dtype.kind in "OS":
+            return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in column], dtype=str)
+        return column
 
     def chunks(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         for start in range(0, len(self), rows):
@@ -100,4 +107,5 @@ class H5Dataset:
         return select_rows(self.chunks(), positions)
 
     def column(self, name: str) -> np.ndarray:
-        return self.read(0, len(self))[name] if name != "image" else self._file["image"][:]
+        """One small field whole."""
+        return self._column(name, 0, len(self))

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, select_rows
+from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, images_to_float, select_rows
 from .errors import JumpnetError
 from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
 from .recording import Malformed, as_float, as_int, as_phase, as_vector, batch_entries, normalize_keys
@@ -82,8 +82,6 @@ class LegacyNpzWriter:
 
     def __init__(self, path: str | os.PathLike, keys: list[str], *, scalar_hold: bool = False,
                  image_dtype: object = np.float32):
-        if scalar_hold and len(keys) != 1:
-            raise JumpnetError(path, f"a scalar hold needs a single-key dataset, this one has keys {keys}")
         self.path = os.fspath(path)
         self.keys = list(keys)
         self.scalar_hold = scalar_hold
@@ -95,8 +93,7 @@ class LegacyNpzWriter:
         return self._writer.rows
 
     def write(self, chunk: Chunk) -> None:
-        images = chunk["image"].astype(np.float32) / np.float32(255) if self.image_dtype == np.float32 \
-            else chunk["image"]
+        images = images_to_float(chunk["image"]) if self.image_dtype == np.float32 else chunk["image"]
         holds = chunk["hold_duration"]
         for i in range(len(chunk)):
             hold = holds[i].reshape(()) if self.scalar_hold else holds[i]

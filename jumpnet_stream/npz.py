@@ -68,11 +68,12 @@ def read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], boo
 SMALL_ARRAY_BYTES = 16 << 20  # 'keys' and the like: a few bytes in any real file
 
 
-def read_small_array(path: str, name: str) -> np.ndarray:
-    """A small member array (such as ``keys``) loaded whole; object arrays via the restricted unpickler."""
+def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES) -> np.ndarray:
+    """A member array (such as ``keys``) loaded whole; object arrays via the restricted unpickler.
+    ``limit`` caps its size: a recorder's ``keys`` is a few bytes, a columnar field one row per sample."""
     with _open_zip(path) as zf:
         info = zf.getinfo(_member_name(zf, path, name))
-        if info.file_size > SMALL_ARRAY_BYTES:
+        if limit is not None and info.file_size > limit:
             raise JumpnetError(path, f"'{name}' is implausibly large ({info.file_size} bytes)")
         with zf.open(info) as f, _read_errors(path, name):
             shape, fortran, dtype = read_header(f, path, name)

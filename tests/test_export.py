@@ -15,6 +15,7 @@ import zarr
 from conftest import run_cli
 from jumpnet_stream import Chunk, create_dataset, open_dataset, preprocess
 from jumpnet_stream.chunk import SAMPLE_FIELDS
+from jumpnet_stream.formats import WriteOptions
 from jumpnet_stream.export import export
 from tools.measure import run_peak_rss
 
@@ -99,3 +100,47 @@ def test_columnar_export_larger_than_memory_cap(tmp_path):
     assert peak < 200, f"peak RSS {peak:.0f} MB for a 400 MB dataset"
     with np.load(tmp_path / "big.npz", mmap_mode=None) as z:
         assert z["image"].shape == (2600, 227, 227, 3) and z["frame_index"][-1] == 2599
+
+
+@pytest.mark.parametrize("target,args", [("e.zarr", []), ("e.h5", []), ("e.npz", []), ("c.npz", ["--layout", "columnar"])])
+def test_empty_dataset_exports_and_reads_back(tmp_path, target, args):
+    with create_dataset(tmp_path / "empty.zarr", ["w", "a"]):
+        pass
+    result = run_cli("export", str(tmp_path / "empty.zarr"), "-o", str(tmp_path / target), *args)
+    assert result.returncode == 0, result.stderr
+    dataset = open_dataset(tmp_path / target)
+    assert len(dataset) == 0 and list(dataset.chunks()) == [] and dataset.keys == ["w", "a"]
+    if target == "c.npz":
+        with np.load(tmp_path / target) as z:
+            assert z["keys_raw"].shape == (0, 2) and z["keys_raw"].dtype == np.float32
+            assert z["frame_index"].dtype == np.int64
+
+
+@pytest.mark.parametrize("target,args,message", [
+    ("x.zarr", ["--dtype", "float32"], "the .zarr store keeps uint8 images"),
+    ("x.h5", ["--scalar-hold"], "--scalar-hold applies to the legacy .npz layout only"),
+    ("x.npz", ["--scalar-hold"], "--scalar-hold needs a single-key dataset, this one has keys a, s, d, f"),
+    ("x.h5", ["--layout", "columnar"], "--layout applies to .npz outputs only"),
+    ("x.zarr", ["--rechunk", "0"], "--rechunk must be 1 or more, not 0"),
+    ("x.npz", ["--rechunk", "8"], "--rechunk applies to .zarr outputs only"),
+])
+def test_options_that_do_not_apply_are_refused(source, tmp_path, target, args, message):
+    path, _ = source
+    result = run_cli("export", str(path), "-o", str(tmp_path / target), *args)
+    assert result.returncode == 1 and message in result.stderr and "partial" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and not list(tmp_path.iterdir())
+
+
+def test_large_columnar_file_reads_back(tmp_path):
+    """A columnar file's small fields grow with its rows: no 'implausibly large' cap applies to them."""
+    n = 80_000  # a 64-character source is 256 bytes a row: 20 MB, over the 16 MB cap of a recorder's keys
+    with create_dataset(tmp_path / "tall.zarr", ["w"], options=WriteOptions(image_rows=4096)) as writer:
+        for start in range(0, n, 40_000):
+            m = min(40_000, n - start)
+            writer.write(Chunk({"image": np.zeros((m, 1, 1, 3), np.uint8), "label": np.zeros(m, np.float32),
+                                "keys_raw": np.zeros((m, 1), np.float32), "hold_duration": np.zeros((m, 1), np.float32),
+                                "phase": np.full(m, "release"), "frame_index": np.arange(start, start + m),
+                                "source": np.full(m, "s" * 64)}))
+    export(tmp_path / "tall.zarr", tmp_path / "tall.npz", layout="columnar")
+    dataset = open_dataset(tmp_path / "tall.npz")
+    assert len(dataset) == n and dataset.column("frame_index")[-1] == n - 1

@@ -12,7 +12,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..chunk import Chunk
+from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
 from ..formats import check_output, create_dataset, open_dataset
 from ..kernels import augment_images
@@ -33,6 +33,8 @@ class AugmentOptions:
     def __post_init__(self) -> None:
         if self.multiplier < 0:
             raise JumpnetError(None, f"--multiplier must be 0 or more, not {self.multiplier}")
+        if not 0 <= self.seed < 2 ** 63:
+            raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed}")
         for name in ("p_flip", "p_brightness", "p_noise", "p_shift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise JumpnetError(None, f"--{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
@@ -71,7 +73,8 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
     report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
     bar = progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet)
     with bar, create_dataset(output, dataset.keys, overwrite=overwrite) as writer:
-        for chunk in augment_chunks(dataset.chunks(), options):
+        per = options.multiplier + 1  # output chunks stay about DEFAULT_ROWS samples, whatever the multiplier
+        for chunk in augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options):
             writer.write(chunk)
             bar.update(len(chunk) // (options.multiplier + 1))
         report.written = writer.rows
