@@ -23,38 +23,32 @@ def _one_line_warnings() -> None:
     warnings.showwarning = show
 
 
-# Each command imports its own stage: preprocess need not load numba and OpenCV (~60 MB).
+# Each command imports its own stage (preprocess need not load numba and OpenCV, ~60 MB) and returns
+# its counts (what --json prints) and a human summary (what it prints otherwise).
+Result = tuple[dict, str]
 
-def cmd_preprocess(args: argparse.Namespace) -> int:
+
+def cmd_preprocess(args: argparse.Namespace) -> Result:
     from .stages.preprocess import preprocess
 
     report = preprocess(args.raw, args.output, key=args.key, overwrite=args.overwrite,
                         scalar_hold=args.scalar_hold, quiet=args.quiet)
-    if args.json:
-        print(json.dumps(report.counts()))
-        return 0
     rows = [("entries", report.total), ("presses", report.press_seen), ("releases", report.release_seen),
             ("paired (positives)", report.paired), ("unmatched final press", report.unmatched_final_press),
             ("malformed (skipped)", report.malformed)]
-    print(f"preprocess {args.raw} -> {args.output} (key '{args.key}')")
-    for label, value in rows:
-        print(f"  {label:<24}{value:>8}")
-    for reason, count in sorted(report.malformed_reasons.items()):
-        print(f"    {count:>6} x {reason}")
+    lines = [f"preprocess {args.raw} -> {args.output} (key '{args.key}')"]
+    lines += [f"  {label:<24}{value:>8}" for label, value in rows]
+    lines += [f"    {count:>6} x {reason}" for reason, count in sorted(report.malformed_reasons.items())]
     if report.unmatched_final_press:
-        print("  the final press was never released: its positive has hold NaN")
-    return 0
+        lines.append("  the final press was never released: its positive has hold NaN")
+    return report.counts(), "\n".join(lines)
 
 
-def cmd_negatives(args: argparse.Namespace) -> int:
+def cmd_negatives(args: argparse.Namespace) -> Result:
     from .stages.negatives import negatives
 
     report = negatives(args.video, args.output, positives=args.positives, radius=args.radius, keep=args.keep,
                        seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet)
-    if args.json:
-        print(json.dumps(asdict(report)))
-        return 0
-    print(f"negatives {args.video} -> {args.output}")
     claimed = "unknown" if report.frames_claimed is None else report.frames_claimed
     read = "frames read" if args.keep is None else "frames read (to the last chosen)"
     rows = [(read, report.frames_read), ("frames claimed by container", claimed),
@@ -62,74 +56,58 @@ def cmd_negatives(args: argparse.Namespace) -> int:
     if args.keep is not None:
         rows.append((f"not chosen (--keep {args.keep})", report.not_chosen))
     rows.append(("negatives written", report.written))
-    for label, value in rows:
-        print(f"  {label:<36}{value:>9}")
+    lines = [f"negatives {args.video} -> {args.output}"] + [f"  {label:<36}{value:>9}" for label, value in rows]
     if report.chosen_past_end:
-        print(f"  {report.chosen_past_end} chosen frames lie past the video's end: its container claims "
-              f"{claimed} frames")
-    return 0
+        lines.append(f"  {report.chosen_past_end} chosen frames lie past the video's end: its container claims "
+                     f"{claimed} frames")
+    return asdict(report), "\n".join(lines)
 
 
-def cmd_reduce(args: argparse.Namespace) -> int:
+def cmd_reduce(args: argparse.Namespace) -> Result:
     from .stages.reduce import reduce
 
     report = reduce(args.input, args.output, keep=args.keep, seed=args.seed, overwrite=args.overwrite,
                     quiet=args.quiet)
-    if args.json:
-        print(json.dumps(asdict(report)))
-    else:
-        print(f"reduce {args.input} -> {args.output}: kept {report.kept} of {report.total} "
-              f"(seed {args.seed}), dropped {report.dropped}")
-    return 0
+    return asdict(report), (f"reduce {args.input} -> {args.output}: kept {report.kept} of {report.total} "
+                            f"(seed {args.seed}), dropped {report.dropped}")
 
 
-def cmd_augment(args: argparse.Namespace) -> int:
+def cmd_augment(args: argparse.Namespace) -> Result:
     from .stages.augment import AugmentOptions, augment
 
     options = AugmentOptions(multiplier=args.multiplier, seed=args.seed, p_flip=args.p_flip,
                              p_brightness=args.p_brightness, p_noise=args.p_noise, p_shift=args.p_shift)
     report = augment(args.input, args.output, options, overwrite=args.overwrite, quiet=args.quiet)
-    if args.json:
-        print(json.dumps(asdict(report)))
-    else:
-        print(f"augment {args.input} -> {args.output}: {report.originals} originals + {report.copies} augmented "
-              f"copies = {report.written} samples (seed {args.seed})")
-    return 0
+    return asdict(report), (f"augment {args.input} -> {args.output}: {report.originals} originals + "
+                            f"{report.copies} augmented copies = {report.written} samples (seed {args.seed})")
 
 
-def cmd_merge(args: argparse.Namespace) -> int:
+def cmd_merge(args: argparse.Namespace) -> Result:
     from .stages.merge import merge
 
     report = merge(args.inputs, args.output, shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite,
                    quiet=args.quiet)
-    if args.json:
-        print(json.dumps(asdict(report)))
-        return 0
-    print(f"merge -> {args.output}: {report.written} samples, keys {', '.join(report.keys)}"
-          + (f", shuffled (seed {args.seed})" if args.shuffle else ""))
-    for entry in report.inputs:
-        print(f"  {entry['samples']:>8}  {entry['path']}  (keys {', '.join(entry['keys'])})")
-    return 0
+    lines = [f"merge -> {args.output}: {report.written} samples, keys {', '.join(report.keys)}"
+             + (f", shuffled (seed {args.seed})" if args.shuffle else "")]
+    lines += [f"  {entry['samples']:>8}  {entry['path']}  (keys {', '.join(entry['keys'])})" for entry in report.inputs]
+    return asdict(report), "\n".join(lines)
 
 
-def cmd_export(args: argparse.Namespace) -> int:
+def cmd_export(args: argparse.Namespace) -> Result:
     from .export import export
 
     report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, scalar_hold=args.scalar_hold,
                     image_rows=args.rechunk, force=args.force, overwrite=args.overwrite, quiet=args.quiet)
-    if args.json:
-        print(json.dumps(asdict(report)))
-    else:
-        print(f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB")
-    return 0
+    return asdict(report), f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB"
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="output dataset: .zarr (the store) or .npz (the seed's legacy format)")
+                        help="output dataset: .zarr (the store), .npz (the seed's legacy format) or .h5")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    parser.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,7 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scalar-hold", action="store_true",
                    help=".npz output: store hold_duration as a 0-d array, which float() accepts on numpy >= 2.4 "
                    "(single-key sets only)")
-    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_preprocess)
 
     p = sub.add_parser("negatives", help="frames away from every jump, from the video: negative samples",
@@ -164,7 +141,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the --keep choice (default: 42)")
     p.add_argument("--size", type=int, default=None,
                    help="square image size (default: the positives' size, 227 if there are none)")
-    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_negatives)
 
     p = sub.add_parser("reduce", help="keep N samples chosen at random, in order",
@@ -174,7 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--keep", type=int, required=True, metavar="N", help="how many samples to keep")
     p.add_argument("--seed", type=int, default=42, help="seed of the choice (default: 42)")
-    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_reduce)
 
     p = sub.add_parser("augment", help="add augmented copies of every sample (flip, brightness, noise, shift)",
@@ -190,7 +165,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--p-brightness", type=float, default=0.5, help="probability of a brightness change (default: 0.5)")
     p.add_argument("--p-noise", type=float, default=0.3, help="probability of Gaussian noise (default: 0.3)")
     p.add_argument("--p-shift", type=float, default=0.3, help="probability of a horizontal shift (default: 0.3)")
-    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
     p.set_defaults(run=cmd_augment)
 
     p = sub.add_parser("merge", help="concatenate datasets, keys remapped to their union; optionally shuffled",
@@ -202,7 +176,6 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--shuffle", action="store_true", help="shuffle the merged samples")
     p.add_argument("--seed", type=int, default=42, help="seed of the shuffle (default: 42)")
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("export", help="write a dataset as legacy/columnar .npz, .zarr or .h5",
@@ -223,7 +196,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "(single-key sets only)")
     p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64)")
     p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
-    p.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     p.set_defaults(run=cmd_export)
     return parser
 
@@ -232,9 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _one_line_warnings()
     return_large_buffers_to_os()
-    run: Callable[[argparse.Namespace], int] = args.run
+    run: Callable[[argparse.Namespace], Result] = args.run
     try:
-        return run(args)
+        counts, summary = run(args)
+        print(json.dumps(counts) if args.json else summary)
+        return 0
     except JumpnetError as exc:
         if args.debug:
             raise
