@@ -25,6 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from jumpnet_stream.formats import disk_size  # noqa: E402
 from jumpnet_stream.synth import make_recording  # noqa: E402
 from tools.measure import run_peak_rss  # noqa: E402
 
@@ -106,7 +107,7 @@ def main() -> None:
                 "plain_short": float("inf"), "peak": 0.0}
         for _ in range(args.repeat):  # interleaved, so drifts in machine speed hit both alike
             seconds, peak, frames_long = negatives_run(video, positives, out)
-            size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
+            size = disk_size(out)
             best["ours_long"], best["peak"] = min(best["ours_long"], seconds), max(best["peak"], peak)
             best["plain_long"] = min(best["plain_long"], timed([sys.executable, "-c", PLAIN, video])[0])
             seconds, _, frames_short = negatives_run(short_video, short_pos, out)

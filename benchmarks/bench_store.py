@@ -25,15 +25,12 @@ from zarr.codecs import BloscCodec, ZstdCodec
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from jumpnet_stream.formats import disk_size  # noqa: E402
 from jumpnet_stream.store import _ARRAY_CONFIG, _KEY_ENCODING, IMAGE_ROWS  # noqa: E402
 from jumpnet_stream.synth import Scene, make_recording  # noqa: E402
 
 CODECS = {"none": None, "zstd-1": ZstdCodec(level=1), "zstd-3": ZstdCodec(level=3),
           "blosc-lz4": BloscCodec(cname="lz4", clevel=5, shuffle="noshuffle")}
-
-
-def _size(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def captures(n: int, work: str) -> np.ndarray:
@@ -70,7 +67,7 @@ def measure(frames: np.ndarray, work: str) -> dict[str, dict[str, float]]:
             for i in range(0, len(frames), IMAGE_ROWS):
                 array[i:i + IMAGE_ROWS] = frames[i:i + IMAGE_ROWS]
             best = min(best, time.perf_counter() - start)
-        results[name] = {"mb_per_s": round(raw_mb / best), "ratio": round(frames.nbytes / _size(path), 2)}
+        results[name] = {"mb_per_s": round(raw_mb / best), "ratio": round(frames.nbytes / disk_size(path), 2)}
     return results
 
 

@@ -13,7 +13,8 @@ from numpy.lib import format as npy_format
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
-from .npz import read_header, read_small_array
+from .npz import read_header, read_provenance, read_small_array
+from .recording import normalize_keys
 
 
 class ColumnarNpzWriter:
@@ -79,11 +80,8 @@ class ColumnarNpzDataset:
             raise JumpnetError(self.path, f"'image' is {shape} {dtype}, expected (N, H, W, 3) uint8 or float")
         self._shape, self._dtype = shape, dtype
         self.image_shape = tuple(shape[1:])
-        self.keys = [str(k) for k in read_small_array(self.path, "keys").reshape(-1)]
-        try:
-            self.provenance = json.loads(str(read_small_array(self.path, "provenance")[()]))
-        except (JumpnetError, ValueError):
-            self.provenance = []
+        self.keys = normalize_keys(read_small_array(self.path, "keys"), self.path)
+        self.provenance = read_provenance(self.path)
         self._small = {name: read_small_array(self.path, name, limit=None) for name in SAMPLE_FIELDS[1:]}
 
     def __len__(self) -> int:

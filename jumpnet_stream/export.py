@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import JumpnetError
-from .formats import WriteOptions, check_output, create_dataset, open_dataset
+from .formats import WriteOptions, check_output, create_dataset, disk_size, open_dataset
 from .store import IMAGE_ROWS
 from .npz import available_memory
 from .progress import progress_bar
@@ -55,6 +55,4 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str =
             "stage": "export", "parameters": {"layout": layout, "image_dtype": image_dtype,
                                               "scalar_hold": scalar_hold, "image_rows": image_rows},
             "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": {"samples": writer.rows}}]
-    size = os.path.getsize(output) if os.path.isfile(output) else \
-        sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(output) for f in files)
-    return ExportReport(samples=len(dataset), bytes=size)
+    return ExportReport(samples=len(dataset), bytes=disk_size(output))

@@ -92,6 +92,14 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     return path
 
 
+def disk_size(path: str | os.PathLike) -> int:
+    """Bytes a dataset takes on disk: a file's size, or a store directory's files added up."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(path) for f in files)
+
+
 def _remove(path: str) -> None:
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)

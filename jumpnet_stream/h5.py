@@ -11,6 +11,7 @@ import numpy as np
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
+from .npz import provenance_records
 
 _STRING = h5py.string_dtype("utf-8")
 
@@ -76,10 +77,7 @@ class H5Dataset:
         if missing:
             raise JumpnetError(self.path, f"is not a jumpnet-stream dataset (no {', '.join(missing)})")
         self.keys = [k.decode() if isinstance(k, bytes) else str(k) for k in self._file.attrs.get("keys", [])]
-        try:
-            self.provenance = json.loads(self._file.attrs.get("provenance", "[]"))
-        except ValueError:
-            self.provenance = []
+        self.provenance = provenance_records(self._file.attrs.get("provenance", "[]"))
         self.image_shape = tuple(self._file["image"].shape[1:])
 
     def __len__(self) -> int:

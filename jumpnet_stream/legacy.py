@@ -15,7 +15,7 @@ import numpy as np
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, images_to_float, select_rows
 from .errors import JumpnetError
-from .npz import ObjectArrayReader, ObjectArrayWriter, read_small_array
+from .npz import ObjectArrayReader, ObjectArrayWriter, read_provenance, read_small_array
 from .recording import Malformed, as_float, as_int, as_phase, as_vector, batch_entries, normalize_keys
 
 SAMPLE_DTYPES = {"image": np.uint8, "label": np.float32, "keys_raw": np.float32, "hold_duration": np.float32,
@@ -29,15 +29,8 @@ class LegacyNpzDataset:
         self.path = os.fspath(path)
         self.keys = normalize_keys(read_small_array(self.path, "keys"), self.path)
         self._entries = ObjectArrayReader(self.path, "data")
-        self.provenance: list[dict[str, Any]] = self._read_provenance()
+        self.provenance: list[dict[str, Any]] = read_provenance(self.path)
         self.source = os.path.splitext(os.path.basename(self.path))[0]
-
-    def _read_provenance(self) -> list[dict[str, Any]]:
-        try:
-            records = json.loads(str(read_small_array(self.path, "provenance")[()]))
-        except (JumpnetError, ValueError):  # written by other tools: no provenance, or not ours
-            return []
-        return records if isinstance(records, list) else []
 
     def __len__(self) -> int:
         return len(self._entries)

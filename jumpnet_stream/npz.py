@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import struct
 import pickle
@@ -87,6 +88,23 @@ def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES
                 raise JumpnetError(path, f"'{name}' header promises more elements than the file holds")
             items = StreamingUnpickler(f, info.file_size - f.tell(), whole=True).items()
             return _object_array(list(items), shape, fortran)
+
+
+def provenance_records(text: object) -> list[dict]:
+    """Stage records from a provenance JSON string; [] for anything else (files other tools wrote)."""
+    try:
+        records = json.loads(str(text))
+    except ValueError:
+        return []
+    return records if isinstance(records, list) else []
+
+
+def read_provenance(path: str) -> list[dict]:
+    """The ``provenance`` member of an npz this tool wrote; [] if there is none."""
+    try:
+        return provenance_records(read_small_array(path, "provenance")[()])
+    except JumpnetError:
+        return []
 
 
 def _object_array(items: list, shape: tuple[int, ...], fortran: bool) -> np.ndarray:

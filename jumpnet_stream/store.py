@@ -95,7 +95,7 @@ class ZarrDatasetWriter:
         self._pending_rows += len(chunk)
         if self._pending_rows >= self.image_rows:
             self._flush(whole_chunks_only=True)
-        elif self._pending[-1] is chunk:  # held back: keep a copy, never the caller's arrays
+        else:  # held back: keep a copy, never the caller's arrays
             self._pending[-1] = Chunk({k: v.copy() for k, v in chunk.columns.items()})
 
     def _flush(self, whole_chunks_only: bool) -> None:
