@@ -162,31 +162,49 @@ def _uniform(key, j):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _augment_one(src, out, key, p_flip, p_brightness, p_noise, p_shift):  # pragma: no cover - compiled
+def _augment_one(src, out, lut, lut8, noise, key, p_flip, p_brightness, p_noise, p_shift):  # pragma: no cover
+    # Brightness and its clip depend only on the input byte: a 256-entry table (float for the noisy path,
+    # rounded bytes otherwise). A noisy row's noise is hashed first in one contiguous pass (vectorises).
     h, w = src.shape[0], src.shape[1]
+    n = 3 * w
     flip = _uniform(key, 0) < p_flip
     factor = np.float32(0.7 + 0.6 * _uniform(key, 2)) if _uniform(key, 1) < p_brightness else np.float32(1)
     noisy = _uniform(key, 3) < p_noise
     shift = np.int64(_uniform(key, 5) * 11) - 5 if _uniform(key, 4) < p_shift else 0
     noise_key = key ^ _NOISE_SALT
+    for v in range(256):
+        lut[v] = min(max(np.float32(v) * factor, np.float32(0)), np.float32(255))
+        lut8[v] = np.uint8(np.int32(lut[v] + np.float32(0.5)))  # >= 0, so truncation is floor
+    flat = src.reshape(h, n)
+    o = out.reshape(h, n)
+    lo, hi = max(shift, 0), w + min(shift, 0)  # output columns with a source pixel; the rest stay zero
     for y in range(h):
-        for x in range(w):
-            xs = x - shift  # shift last: the filled-in columns stay zero
-            if xs < 0 or xs >= w:
+        s = flat[y]
+        d = o[y]
+        d[:3 * lo] = 0
+        d[3 * hi:] = 0
+        if noisy:
+            base = noise_key + np.uint64(y * n)  # counters index the pixel before the shift
+            for i in range(n):
+                r = _mix(base + np.uint64(i))
+                t = (r & np.uint64(0xFFFF)) + ((r >> np.uint64(16)) & np.uint64(0xFFFF)) \
+                    + ((r >> np.uint64(32)) & np.uint64(0xFFFF)) + (r >> np.uint64(48))
+                noise[i] = np.float32(t) * np.float32(1 / 65536) - np.float32(2)
+            for x in range(lo, hi):
+                xs = x - shift
+                xf = w - 1 - xs if flip else xs
                 for c in range(3):
-                    out[y, x, c] = 0
-                continue
-            xf = w - 1 - xs if flip else xs
-            for c in range(3):
-                v = np.float32(src[y, xf, c]) * factor
-                v = min(max(v, np.float32(0)), np.float32(255))
-                if noisy:
-                    r = _mix(noise_key + np.uint64((y * w + xs) * 3 + c))  # before the shift
-                    s = (r & np.uint64(0xFFFF)) + ((r >> np.uint64(16)) & np.uint64(0xFFFF)) \
-                        + ((r >> np.uint64(32)) & np.uint64(0xFFFF)) + (r >> np.uint64(48))
-                    z = np.float32(s) * np.float32(1 / 65536) - np.float32(2)
-                    v = min(max(v + z * _NOISE_SCALE, np.float32(0)), np.float32(255))
-                out[y, x, c] = np.uint8(np.floor(v + np.float32(0.5)))
+                    v = min(max(lut[s[3 * xf + c]] + noise[3 * xs + c] * _NOISE_SCALE, np.float32(0)),
+                            np.float32(255))
+                    d[3 * x + c] = np.uint8(np.int32(v + np.float32(0.5)))
+        elif flip:
+            for x in range(lo, hi):
+                xf = 3 * (w - 1 - (x - shift))
+                for c in range(3):
+                    d[3 * x + c] = lut8[s[xf + c]]
+        else:
+            for i in range(3 * lo, 3 * hi):
+                d[i] = lut8[s[i - 3 * shift]]
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -194,8 +212,9 @@ def _augment_chunk(images, indices, copies, seed, out, p_flip, p_brightness, p_n
     n = images.shape[0]
     for t in numba.prange(n * copies):
         i, k = t // copies, t % copies
-        _augment_one(images[i], out[i, k], _sample_key(seed, indices[i], k + 1), p_flip, p_brightness, p_noise,
-                     p_shift)
+        _augment_one(images[i], out[i, k], np.empty(256, np.float32), np.empty(256, np.uint8),
+                     np.empty(3 * images.shape[2], np.float32), _sample_key(seed, indices[i], k + 1), p_flip,
+                     p_brightness, p_noise, p_shift)
 
 
 def augment_images(images: np.ndarray, indices: np.ndarray, copies: int, seed: int, *, p_flip: float = 0.5,
