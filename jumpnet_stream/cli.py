@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from dataclasses import asdict
@@ -101,10 +102,72 @@ def cmd_export(args: argparse.Namespace) -> Result:
     return asdict(report), f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB"
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--output", required=True, metavar="OUT",
-                        help="output dataset: .zarr (the store), .npz (the seed's legacy format) or .h5")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+def cmd_build(args: argparse.Namespace) -> Result:
+    from .build import OPTION_NAMES, BuildOptions, build, load_config, pair_directory, pair_files
+
+    recordings, settings = load_config(args.config) if args.config else ([], {})
+    for folder in args.directories:
+        recordings += pair_directory(folder)
+    recordings += pair_files(args.recording or [], args.video or [])
+    settings.update({name: getattr(args, name) for name in OPTION_NAMES if getattr(args, name) is not None})
+    output = args.output or settings.pop("output", None)
+    settings.pop("output", None)
+    if output is None:
+        raise JumpnetError(args.config, "no output directory: pass -o DIR (or set output in the config)")
+    report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet)
+    return asdict(report), _build_summary(report)
+
+
+def cmd_demo(args: argparse.Namespace) -> Result:
+    from .build import demo
+    from .inspection import contact_sheet
+
+    report = demo(args.folder, seconds=args.seconds, quiet=args.quiet)
+    sheet = os.path.join(args.folder, "sheet.png")
+    contact_sheet(os.path.join(report.folder, "dataset.zarr"), sheet, overwrite=True)
+    return asdict(report), (f"{_build_summary(report)}\n  contact sheet            {sheet}\n"
+                            f"look inside: {PROG} inspect {os.path.join(report.folder, 'final.npz')}")
+
+
+def _build_summary(report) -> str:
+    lines = [f"build -> {report.folder}"]
+    for name, recording in report.accounting["recordings"].items():
+        events, frames = recording["events"], recording["frames"]
+        lines.append(f"  {name}: {events['total']} events -> {recording['positives']} positives "
+                     f"({events['malformed']} malformed); {frames['frames']} frames -> {frames['negatives']} negatives")
+    positives = report.accounting["positives"]
+    if positives["dropped_unreleased"]:
+        lines.append(f"  {positives['dropped_unreleased']} positives left out: press never released (hold NaN)")
+    lines += [f"  positives with augmented copies {report.positives:>8}",
+              f"  negatives                       {report.negatives:>8}",
+              f"  samples (shuffled)              {report.samples:>8}"]
+    if report.reused:
+        lines.append(f"  reused from an earlier run: {', '.join(report.reused)}")
+    outputs = [name for name in ("dataset.zarr", "final.npz", "manifest.json")
+               if os.path.exists(os.path.join(report.folder, name))]
+    lines.append(f"  wrote {', '.join(outputs)}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args: argparse.Namespace) -> Result:
+    from .inspection import contact_sheet, describe
+
+    summary = describe(args.path, n=args.n)
+    counts, text = summary.counts(), summary.text()
+    if args.sheet:
+        sheet = contact_sheet(args.path, args.sheet, count=args.count, columns=args.columns, pick=args.pick,
+                              seed=args.seed, overwrite=args.overwrite)
+        counts["sheet"] = asdict(sheet)
+        text += (f"\ncontact sheet {args.sheet}: {len(sheet.positions)} samples ({sheet.positives} positive, "
+                 f"{sheet.negatives} negative), {sheet.width}x{sheet.height}")
+    return counts, text
+
+
+def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
+    if output:
+        parser.add_argument("-o", "--output", required=True, metavar="OUT",
+                            help="output dataset: .zarr (the store), .npz (the seed's legacy format) or .h5")
+        parser.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--debug", action="store_true", help="show a traceback on errors")
     parser.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout")
@@ -197,6 +260,64 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64)")
     p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
     p.set_defaults(run=cmd_export)
+
+    p = sub.add_parser("build", help="every stage, from recordings to a shuffled training set (resumable)",
+                       description="For each recording: preprocess, then negatives decoded only at the frames chosen "
+                       "(NEGATIVES in total, uniformly over the eligible frames of all recordings). Then all positives "
+                       "(presses never released left out), augmented, merged with the negatives and shuffled: "
+                       "DIR/dataset.zarr, DIR/final.npz (the seed's format, for the original trainer) and "
+                       "DIR/manifest.json (inputs with hashes, each stage's parameters and counts). Stages already "
+                       "done with the same inputs and options are reused, so an interrupted build picks up where it "
+                       "stopped. Options given here override the config file.")
+    p.add_argument("directories", nargs="*", metavar="FOLDER",
+                   help="folders of recordings: <name>.npz paired with <name>_<HHMMSS>.mp4 (in FOLDER or its "
+                   "subfolders, e.g. collected/ and recordings/)")
+    p.add_argument("--recording", action="append", metavar="RAW.npz", help="a keylog (repeat; pairs with --video)")
+    p.add_argument("--video", action="append", metavar="VIDEO", help="its video (repeat, in the same order)")
+    p.add_argument("--config", metavar="build.toml", help="options and recordings in a TOML file (see README)")
+    p.add_argument("-o", "--output", metavar="DIR", help="output directory (new, empty, or an earlier build's)")
+    p.add_argument("--key", default=None, help="the jump key (default: w)")
+    p.add_argument("--multiplier", type=int, default=None, help="augmented copies per positive (default: 2)")
+    p.add_argument("--negatives", type=int, default=None, help="negatives in total (default: 500)")
+    p.add_argument("--radius", type=int, default=None, help="frames either side of a positive that are never "
+                   "negatives (default: 2)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: 42)")
+    p.add_argument("--size", type=int, default=None, help="square image size (default: the positives')")
+    p.add_argument("--keep-unreleased", action="store_const", const=True, default=None,
+                   help="keep positives whose press was never released (hold NaN)")
+    p.add_argument("--no-legacy", dest="legacy", action="store_const", const=False, default=None,
+                   help="do not write final.npz")
+    p.add_argument("--scalar-hold", action="store_const", const=True, default=None,
+                   help="final.npz: hold_duration as a 0-d array (numpy >= 2.4 trainers; single key)")
+    p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
+    _common(p, output=False)
+    p.set_defaults(run=cmd_build)
+
+    p = sub.add_parser("demo", help="make a synthetic recording and build a training set from it",
+                       description="Write a synthetic recording (FOLDER/recordings: demo.npz and demo_120000.mp4), "
+                       "run 'build' on it into FOLDER/build, and draw FOLDER/sheet.png: the quickest check that "
+                       "everything works on this machine.")
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the recording (default: 60)")
+    _common(p, output=False)
+    p.set_defaults(run=cmd_demo)
+
+    p = sub.add_parser("inspect", help="count, class balance, hold statistics, first samples; a contact sheet",
+                       description="Describe a dataset of any format: sample count, class balance, keys, "
+                       "hold-duration statistics of the positives and the first N samples' fields (the seed's "
+                       "preview). --sheet draws sample images in a captioned PNG grid (positives framed green, "
+                       "negatives grey).")
+    p.add_argument("path", metavar="PATH", help="dataset (.zarr, .npz or .h5)")
+    p.add_argument("-n", type=int, default=5, help="samples to preview (default: 5)")
+    p.add_argument("--sheet", metavar="OUT.png", help="draw a contact sheet")
+    p.add_argument("--count", type=int, default=24, help="samples on the sheet (default: 24)")
+    p.add_argument("--columns", type=int, default=6, help="sheet columns (default: 6)")
+    p.add_argument("--pick", choices=["first", "spread", "random"], default="first",
+                   help="which samples: the first, evenly spread, or random (default: first)")
+    p.add_argument("--seed", type=int, default=42, help="seed of --pick random (default: 42)")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
+    _common(p, output=False)
+    p.set_defaults(run=cmd_inspect)
     return parser
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -81,6 +81,25 @@ def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: 
                   "frame_index": indices.copy(), "source": np.full(n, source)})
 
 
+def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], stop_after: int | None,
+                    keys: list[str], size: tuple[int, int], overwrite: bool = False, quiet: bool = True,
+                    provenance: Callable[[int], list[dict]] = lambda written: []) -> int:
+    """Decode the frames of ``clip`` that ``select`` picks (up to ``stop_after``) into negative samples at
+    ``output``; returns how many were written. ``provenance(written)`` gives the output's stage records."""
+    total = clip.claimed_frames if stop_after is None else stop_after + 1
+    bar = progress_bar(total, f"negatives {os.path.basename(clip.path)}", unit="frame", quiet=quiet)
+    buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
+    source = to_samples(clip.frames(select, stop_after=stop_after), size=size, keys=len(keys), source=clip.name,
+                        buffers=buffers)
+    with bar, create_dataset(output, keys, overwrite=overwrite, options=WriteOptions(image_size=size)) as writer:
+        for chunk in threaded(source):
+            writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
+            buffers.give(chunk["image"])
+            bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
+        writer.provenance = provenance(writer.rows)
+    return writer.rows
+
+
 def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives: str | os.PathLike,
               radius: int = 2, keep: int | None = None, seed: int = 42, size: int | None = None,
               overwrite: bool = False, quiet: bool = True) -> NegativesReport:
@@ -104,38 +123,31 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
 
         def select(i: int) -> bool:
             return i not in excluded_set
-        stop_after, total = None, clip.claimed_frames
+        stop_after = None
     else:
         n_frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
         candidates = eligible_frames(n_frames, excluded)
         wanted = candidates[choose(len(candidates), keep, seed)]
         report.eligible, report.not_chosen = len(candidates), len(candidates) - len(wanted)
-        wanted_set = set(wanted.tolist())
-        select = wanted_set.__contains__
+        select = set(wanted.tolist()).__contains__
         stop_after = int(wanted[-1]) if len(wanted) else -1
-        total = stop_after + 1
 
-    bar = progress_bar(total, f"negatives {os.path.basename(video)}", unit="frame", quiet=quiet)
-    buffers = BufferPool((DEFAULT_ROWS, *shape, 3), np.uint8)
-    source = to_samples(clip.frames(select, stop_after=stop_after), size=shape, keys=len(keys), source=clip.name,
-                        buffers=buffers)
-    with bar, create_dataset(output, keys, overwrite=overwrite, options=WriteOptions(image_size=shape)) as writer:
-        for chunk in threaded(source):
-            writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
-            buffers.give(chunk["image"])
-            bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
+    def provenance(written: int) -> list[dict]:
         report.frames_read = clip.frames_read
-        report.written = writer.rows
+        report.written = written
         if keep is None:  # frames_read = excluded + eligible, all eligible written
             report.excluded = int(np.count_nonzero(excluded < report.frames_read))
             report.eligible = report.written
         else:  # claimed frames = excluded + eligible; eligible = written + not_chosen + chosen_past_end
             report.excluded = int(np.count_nonzero(excluded < n_frames))
             report.chosen_past_end = len(wanted) - report.written
-        writer.provenance = [{
+        return [{
             "stage": "negatives", "parameters": {"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
             "inputs": [{"path": os.path.abspath(video), "bytes": os.path.getsize(video)},
                        {"path": os.path.abspath(positives), "positives": len(positive_frames)}],
             "counts": asdict(report),
         }]
+
+    write_negatives(clip, output, select=select, stop_after=stop_after, keys=keys, size=shape, overwrite=overwrite,
+                    quiet=quiet, provenance=provenance)
     return report

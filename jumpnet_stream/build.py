@@ -1,0 +1,505 @@
+"""One command from recordings to a training set: every stage of SPEC 2 in order, resumable, and
+accounted for in ``manifest.json``.
+
+For each recording: preprocess (positives), then negatives decoded only at the frames chosen
+(uniformly over the eligible frames of *all* recordings). Then the positives are merged (presses never
+released are left out and counted), augmented, and merged with the negatives, shuffled, into
+``DIR/dataset.zarr``; ``DIR/final.npz`` is its legacy export for the original trainer. Each stage's
+output lands atomically and is recorded in the manifest with a fingerprint of its inputs and
+parameters; a re-run redoes only stages whose fingerprint is missing or changed.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable
+
+import numpy as np
+
+from . import __version__
+from .chunk import Chunk
+from .errors import JumpnetError
+from .export import export
+from .formats import create_dataset, disk_size, open_dataset
+from .progress import progress_bar
+from .stages.augment import AugmentOptions, augment
+from .stages.merge import merge, merged_chunks, union_keys
+from .stages.negatives import eligible_frames, excluded_frames, write_negatives
+from .stages.preprocess import preprocess
+from .video import Video
+
+MANIFEST = "manifest.json"
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recorder session: its keylog and its video."""
+
+    raw: str
+    video: str
+
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.raw))[0]
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """Every choice a build makes; validated on construction (the config file and the CLI fill it)."""
+
+    key: str = "w"                 # the jump key
+    multiplier: int = 2            # augmented copies per positive
+    negatives: int = 500           # negatives in total, over all recordings
+    radius: int = 2                # frames either side of a positive that are never negatives
+    seed: int = 42                 # the negatives' choice, the augmentation and the final shuffle
+    size: int | None = None        # square image size (default: the positives')
+    keep_unreleased: bool = False  # keep positives whose press was never released (hold NaN)
+    legacy: bool = True            # also write final.npz (the seed's format)
+    scalar_hold: bool = False      # final.npz: 0-d hold_duration (numpy >= 2.4 trainers)
+
+    def __post_init__(self) -> None:
+        for name in ("multiplier", "negatives", "radius"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise JumpnetError(None, f"--{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
+            raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed!r}")
+        if self.size is not None and (not isinstance(self.size, int) or not 1 <= self.size <= 4096):
+            raise JumpnetError(None, f"--size must be between 1 and 4096, not {self.size!r}")
+        if not isinstance(self.key, str) or not self.key:
+            raise JumpnetError(None, f"--key must be a key name, not {self.key!r}")
+
+
+OPTION_NAMES = tuple(f.name for f in fields(BuildOptions))
+
+
+# -- finding the inputs ---------------------------------------------------------------------------
+
+def pair_directory(folder: str | os.PathLike) -> list[Recording]:
+    """Recordings in ``folder`` and its direct subfolders (the recorder's ``collected/`` and
+    ``recordings/``): each ``<name>.npz`` with the one ``<name>_<HHMMSS>.<video>`` beside it."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise JumpnetError(folder, "not a directory")
+    places = [folder] + sorted(os.path.join(folder, d) for d in os.listdir(folder)
+                               if os.path.isdir(os.path.join(folder, d)) and not d.startswith(".")
+                               and not os.path.exists(os.path.join(folder, d, MANIFEST)))  # skip build outputs
+    files = [os.path.join(place, f) for place in places for f in sorted(os.listdir(place))
+             if os.path.isfile(os.path.join(place, f))]
+    keylogs = [f for f in files if f.lower().endswith(".npz")]
+    videos = [f for f in files if os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS]
+    pairs = []
+    for raw in keylogs:
+        name = os.path.splitext(os.path.basename(raw))[0]
+        pattern = re.compile(re.escape(name) + r"_\d{6}$")
+        matches = [v for v in videos if pattern.match(os.path.splitext(os.path.basename(v))[0])]
+        if not matches:
+            raise JumpnetError(raw, f"no video named {name}_<HHMMSS>.mp4 beside it in {folder} "
+                                    "(pair it by hand with --recording and --video)")
+        if len(matches) > 1:
+            raise JumpnetError(raw, f"several videos could be its recording: {', '.join(matches)} "
+                                    "(pair it by hand with --recording and --video)")
+        pairs.append(Recording(raw, matches[0]))
+    if not pairs:
+        raise JumpnetError(folder, "no recordings found (<name>.npz with <name>_<HHMMSS>.mp4)")
+    return pairs
+
+
+def pair_files(raws: list[str], videos: list[str]) -> list[Recording]:
+    """``--recording``/``--video`` given in pairs, in order."""
+    if len(raws) != len(videos):
+        raise JumpnetError(None, f"--recording and --video go in pairs: got {len(raws)} keylogs and {len(videos)} videos")
+    return [Recording(os.fspath(raw), os.fspath(video)) for raw, video in zip(raws, videos)]
+
+
+def load_config(path: str | os.PathLike) -> tuple[list[Recording], dict[str, Any]]:
+    """A build.toml: option values (as BuildOptions names; ``output`` too) and the recordings, given as
+    ``[[recording]]`` tables (``raw``, ``video``) and/or ``directories = [...]``. Relative paths are
+    relative to the config file."""
+    path = os.fspath(path)
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise JumpnetError(path, f"not valid TOML: {exc}") from None
+    base = os.path.dirname(os.path.abspath(path))
+
+    def resolve(value: Any, what: str) -> str:
+        if not isinstance(value, str):
+            raise JumpnetError(path, f"{what} must be a path string, not {value!r}")
+        return os.path.join(base, os.path.expanduser(value))
+
+    recordings = []
+    for entry in config.pop("recording", []):
+        if not isinstance(entry, dict) or set(entry) != {"raw", "video"}:
+            raise JumpnetError(path, f"each [[recording]] needs exactly 'raw' and 'video', not {entry!r}")
+        recordings.append(Recording(resolve(entry["raw"], "raw"), resolve(entry["video"], "video")))
+    for folder in config.pop("directories", []):
+        recordings += pair_directory(resolve(folder, "a directory"))
+    if "output" in config:
+        config["output"] = resolve(config["output"], "output")
+    unknown = set(config) - set(OPTION_NAMES) - {"output"}
+    if unknown:
+        raise JumpnetError(path, f"unknown setting(s) {', '.join(sorted(unknown))}: known are "
+                                 f"{', '.join(OPTION_NAMES + ('output', 'recording', 'directories'))}")
+    return recordings, config
+
+
+# -- the manifest ---------------------------------------------------------------------------------
+
+def file_record(path: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Path, size, modification time and SHA-256 of an input file (the hash reused from ``known`` when
+    size and modification time are unchanged: hashing an hour of video takes seconds)."""
+    if not os.path.isfile(path):
+        raise JumpnetError(path, "no such file")
+    stat = os.stat(path)
+    record = {"path": os.path.abspath(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    if known and all(known.get(k) == record[k] for k in record):
+        return {**record, "sha256": known["sha256"]}
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    return {**record, "sha256": digest.hexdigest()}
+
+
+def fingerprint(*parts: Any) -> str:
+    """A stable hash of a stage's parameters and its inputs' fingerprints."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+class Manifest:
+    """``DIR/manifest.json``: inputs, options, each finished stage (fingerprint, output, counts) and the
+    accounting. Rewritten atomically after every stage, so an interrupted build loses at most the
+    stage it was in."""
+
+    ORDER = ("tool", "options", "inputs", "stages", "outputs", "accounting")
+
+    def __init__(self, folder: str, fresh: bool = False):
+        self.path = os.path.join(folder, MANIFEST)
+        self.data: dict[str, Any] = {}
+        if os.path.exists(self.path) and not fresh:
+            try:
+                with open(self.path) as f:
+                    self.data = json.load(f)
+            except (OSError, ValueError):
+                self.data = {}  # unreadable: every stage is redone
+        self.data.setdefault("stages", {})
+
+    def known_input(self, path: str) -> dict[str, Any] | None:
+        for recording in self.data.get("inputs", []):
+            for record in (recording.get("raw"), recording.get("video")):
+                if record and record.get("path") == os.path.abspath(path):
+                    return record
+        return None
+
+    def finished(self, stage: str, print_: str, outputs: list[str]) -> dict | None:
+        """The stage's record if it finished with this fingerprint and its outputs are still there."""
+        record = self.data["stages"].get(stage)
+        if record and record.get("fingerprint") == print_ and all(os.path.exists(p) for p in outputs):
+            return record
+        return None
+
+    def start(self, stage: str) -> None:
+        """Forget a stage before it runs: once its new output lands, the old record would lie about it."""
+        if self.data["stages"].pop(stage, None) is not None:
+            self.save()
+
+    def record(self, stage: str, entry: dict) -> None:
+        self.data["stages"][stage] = entry
+        self.save()
+
+    def keep_only(self, stages: list[str]) -> None:
+        """Drop the records of stages that are no longer part of the build."""
+        self.data["stages"] = {name: self.data["stages"][name] for name in stages}
+
+    def save(self) -> None:
+        ordered = {k: self.data[k] for k in self.ORDER if k in self.data}
+        temp = f"{self.path}.partial-{os.getpid()}"
+        with open(temp, "w") as f:
+            json.dump(ordered, f, indent=2, default=_json_default)
+            f.write("\n")
+        os.replace(temp, self.path)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON: {type(value)}")
+
+
+# -- the build ------------------------------------------------------------------------------------
+
+@dataclass
+class BuildReport:
+    """What a build did: where its outputs are, what was redone or reused, and the manifest's counts."""
+
+    folder: str = ""
+    samples: int = 0
+    positives: int = 0
+    negatives: int = 0
+    ran: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    accounting: dict[str, Any] = field(default_factory=dict)
+
+
+def choose_negatives(eligible: list[np.ndarray], total: int, seed: int) -> list[np.ndarray]:
+    """``total`` frames chosen uniformly without replacement from all recordings' eligible frames
+    together (all if fewer), as sorted frame indices per recording."""
+    sizes = [len(e) for e in eligible]
+    n = sum(sizes)
+    picked = np.arange(n) if total >= n else np.sort(np.random.default_rng(seed).choice(n, size=total, replace=False))
+    bounds = np.cumsum([0] + sizes)
+    return [e[picked[(picked >= lo) & (picked < hi)] - lo] for e, lo, hi in zip(eligible, bounds[:-1], bounds[1:])]
+
+
+def _drop_unreleased(chunks, dropped: list[int]):
+    """Positives whose hold is NaN (the press was never released) left out; their number added to ``dropped[0]``."""
+    for chunk in chunks:
+        keep = ~np.isnan(chunk["hold_duration"]).any(axis=1)
+        dropped[0] += int(len(chunk) - keep.sum())
+        if keep.all():
+            yield chunk
+        elif keep.any():
+            yield Chunk({k: v[keep] for k, v in chunk.columns.items()})
+
+
+def _remove_partials(folder: str) -> None:
+    """Temporary outputs left by an interrupted run (``.NAME.partial-PID``)."""
+    for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True) + \
+            glob.glob(os.path.join(folder, f"{MANIFEST}.partial-*")):
+        if os.path.isdir(path):
+            shutil.rmtree(path, ignore_errors=True)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def _prepare_folder(folder: str) -> None:
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise JumpnetError(folder, "output exists and is not a directory")
+    if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, MANIFEST)):
+        raise JumpnetError(folder, "output directory is not empty and holds no earlier build (manifest.json): "
+                                   "choose a new or empty directory")
+    parent = os.path.dirname(os.path.abspath(folder))
+    if not os.path.isdir(parent):
+        raise JumpnetError(folder, f"output folder {parent} does not exist")
+    os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+    _remove_partials(folder)
+
+
+def build(recordings: list[Recording], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,
+          fresh: bool = False, quiet: bool = True) -> BuildReport:
+    """Build ``folder``/dataset.zarr (and final.npz) from ``recordings``; stages already done are reused."""
+    folder = os.fspath(folder)
+    if not recordings:
+        raise JumpnetError(None, "no recordings given (use --recording/--video pairs, a directory or --config)")
+    names = [r.name for r in recordings]
+    if len(set(raw for raw in (os.path.abspath(r.raw) for r in recordings))) != len(recordings):
+        raise JumpnetError(None, "the same keylog is given twice")
+    for recording in recordings:
+        for path in (recording.raw, recording.video):
+            if not os.path.isfile(path):
+                raise JumpnetError(path, "no such file")
+    _prepare_folder(folder)
+    manifest = Manifest(folder, fresh=fresh)
+    inputs = [{"name": name, "raw": file_record(r.raw, manifest.known_input(r.raw)),
+               "video": file_record(r.video, manifest.known_input(r.video))} for name, r in zip(names, recordings)]
+    manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options), "inputs": inputs})
+    manifest.save()
+    report = BuildReport(folder=os.path.abspath(folder))
+    work = [os.path.join(folder, "work", f"{i:02d}-{name}") for i, name in enumerate(names)]
+    plan_stages = 2 * len(recordings) + 3 + options.legacy
+    bar = progress_bar(plan_stages, "build", unit="stage", quiet=quiet)
+
+    order: list[str] = []
+
+    def stage(name: str, print_: str, outputs: list[str], run: Callable[[], dict]) -> dict:
+        bar.set_description(f"build: {name}")
+        order.append(name)
+        done = manifest.finished(name, print_, outputs)
+        if done is not None:
+            report.reused.append(name)
+            counts = done["counts"]
+        else:
+            manifest.start(name)
+            counts = run()
+            report.ran.append(name)
+            manifest.record(name, {"fingerprint": print_, "outputs": [os.path.relpath(p, folder) for p in outputs],
+                                   "counts": counts})
+        bar.update(1)
+        return counts
+
+    with bar:
+        # 1. preprocess each recording
+        positives_paths, positive_prints = [], []
+        for recording, place, record in zip(recordings, work, inputs):
+            out = f"{place}.positives.zarr"
+            print_ = fingerprint("preprocess", options.key, record["raw"]["sha256"])
+
+            def run_preprocess(recording=recording, out=out) -> dict:
+                result = preprocess(recording.raw, out, key=options.key, overwrite=True, quiet=quiet)
+                return {**result.counts(), "malformed_reasons": result.malformed_reasons,
+                        "positives": len(open_dataset(out)),
+                        "events": {"jump_press": result.paired + result.unmatched_final_press,
+                                   "jump_release": result.paired,
+                                   "auto_repeat_or_other_key_press": result.press_seen - result.paired
+                                   - result.unmatched_final_press,
+                                   "release_without_press": result.release_seen - result.paired,
+                                   "malformed": result.malformed}}
+            stage(f"preprocess {recording.name}", print_, [out], run_preprocess)
+            positives_paths.append(out)
+            positive_prints.append(print_)
+
+        # 2. choose negatives over every recording's eligible frames, then decode only those
+        plan = []
+        for recording, positives_path in zip(recordings, positives_paths):
+            dataset = open_dataset(positives_path)
+            clip = Video(recording.video)
+            frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
+            excluded = excluded_frames(dataset.column("frame_index"), options.radius)
+            plan.append({"clip": clip, "frames": frames, "excluded": excluded, "keys": dataset.keys,
+                         "eligible": eligible_frames(frames, excluded),
+                         "size": (options.size,) * 2 if options.size else tuple(dataset.image_shape[:2])})
+        sizes = {p["size"] for p in plan}
+        if len(sizes) > 1:
+            raise JumpnetError(None, f"the recordings' images differ in size ({', '.join(map(str, sorted(sizes)))}): "
+                                     "pass --size to resize every negative to one size")
+        chosen = choose_negatives([p["eligible"] for p in plan], options.negatives, options.seed)
+        negatives_paths, negative_prints = [], []
+        for recording, place, record, entry, wanted in zip(recordings, work, inputs, plan, chosen):
+            out = f"{place}.negatives.zarr"
+            print_ = fingerprint("negatives", record["video"]["sha256"], entry["size"], entry["keys"],
+                                 hashlib.sha256(wanted.astype(np.int64).tobytes()).hexdigest())
+
+            def run_negatives(entry=entry, wanted=wanted, out=out) -> dict:
+                clip = entry["clip"]
+                written = write_negatives(clip, out, select=set(wanted.tolist()).__contains__,
+                                          stop_after=int(wanted[-1]) if len(wanted) else -1, keys=entry["keys"],
+                                          size=entry["size"], overwrite=True, quiet=quiet)
+                frames, eligible = entry["frames"], len(entry["eligible"])
+                return {"frames_claimed": clip.claimed_frames, "frames": frames,
+                        "frames_read": clip.frames_read, "excluded_near_positive": frames - eligible,
+                        "eligible": eligible, "chosen": len(wanted), "not_chosen": eligible - len(wanted),
+                        "written": written, "chosen_past_end": len(wanted) - written}
+            counts = stage(f"negatives {recording.name}", print_, [out], run_negatives)
+            if counts["chosen_past_end"]:
+                print(f"jumpnet-stream: warning: {recording.video}: {counts['chosen_past_end']} chosen frames lie "
+                      f"past the video's end (its container claims {counts['frames_claimed']} frames)",
+                      file=sys.stderr)
+            negatives_paths.append(out)
+            negative_prints.append(print_)
+
+        # 3. all positives in one set, unreleased presses left out
+        positives_out = os.path.join(folder, "work", "positives.zarr")
+        positives_print = fingerprint("positives", positive_prints, options.keep_unreleased)
+
+        def run_positives() -> dict:
+            datasets = [open_dataset(p) for p in positives_paths]
+            union = union_keys([d.keys for d in datasets])
+            dropped = [0]
+            chunks = merged_chunks(datasets, union)
+            if not options.keep_unreleased:
+                chunks = _drop_unreleased(chunks, dropped)
+            with create_dataset(positives_out, union, overwrite=True) as writer:
+                for chunk in chunks:
+                    writer.write(chunk)
+                writer.provenance = [{"stage": "positives", "parameters": {"keep_unreleased": options.keep_unreleased},
+                                      "inputs": [{"path": os.path.abspath(p), "provenance": d.provenance}
+                                                 for p, d in zip(positives_paths, datasets)],
+                                      "counts": {"in": sum(len(d) for d in datasets), "dropped_unreleased": dropped[0],
+                                                 "out": writer.rows}}]
+                return {"in": sum(len(d) for d in datasets), "dropped_unreleased": dropped[0], "out": writer.rows,
+                        "keys": union}
+        positive_counts = stage("positives", positives_print, [positives_out], run_positives)
+
+        # 4. augment
+        augmented = os.path.join(folder, "work", "augmented.zarr")
+        augment_options = AugmentOptions(multiplier=options.multiplier, seed=options.seed)
+        augment_print = fingerprint("augment", positives_print, asdict(augment_options))
+        stage("augment", augment_print, [augmented],
+              lambda: asdict(augment(positives_out, augmented, augment_options, overwrite=True, quiet=quiet)))
+
+        # 5. the final merge, shuffled
+        dataset_path = os.path.join(folder, "dataset.zarr")
+        dataset_print = fingerprint("dataset", augment_print, negative_prints, options.seed)
+
+        def run_dataset() -> dict:
+            result = merge([augmented, *negatives_paths], dataset_path, shuffle=True, seed=options.seed,
+                           overwrite=True, quiet=quiet)
+            dataset = open_dataset(dataset_path)
+            return {"samples": result.written, "keys": result.keys, "image_shape": list(dataset.image_shape),
+                    "bytes": disk_size(dataset_path)}
+        dataset_counts = stage("dataset", dataset_print, [dataset_path], run_dataset)
+
+        # 6. the legacy export for the original trainer
+        outputs = {"dataset.zarr": dataset_counts}
+        if options.legacy:
+            final = os.path.join(folder, "final.npz")
+            final_print = fingerprint("final", dataset_print, options.scalar_hold)
+
+            def run_final() -> dict:
+                result = export(dataset_path, final, scalar_hold=options.scalar_hold, overwrite=True, quiet=quiet)
+                return {"samples": result.samples, "bytes": result.bytes, "image_dtype": "float32",
+                        "scalar_hold": options.scalar_hold}
+            outputs["final.npz"] = stage("final", final_print, [final], run_final)
+
+    report.accounting = _accounting(manifest.data["stages"], names, positive_counts, dataset_counts, options)
+    report.samples = dataset_counts["samples"]
+    report.positives = report.accounting["dataset"]["positives"]
+    report.negatives = report.accounting["dataset"]["negatives"]
+    manifest.keep_only(order)
+    manifest.data["outputs"] = outputs
+    manifest.data["accounting"] = report.accounting
+    manifest.save()
+    return report
+
+
+def _accounting(stages: dict[str, dict], names: list[str], positives: dict, dataset: dict,
+                options: BuildOptions) -> dict[str, Any]:
+    """Where every event and every frame went, and the sums that tie them to the output."""
+    recordings = {}
+    for name in names:
+        pre, neg = stages[f"preprocess {name}"]["counts"], stages[f"negatives {name}"]["counts"]
+        recordings[name] = {
+            "events": {"total": pre["total"], **pre["events"]},
+            "positives": pre["positives"],
+            "frames": {"frames": neg["frames"], "excluded_near_positive": neg["excluded_near_positive"],
+                       "not_chosen": neg["not_chosen"], "chosen_past_end": neg["chosen_past_end"],
+                       "negatives": neg["written"]},
+        }
+    negatives = sum(r["frames"]["negatives"] for r in recordings.values())
+    augmented = positives["out"] * (1 + options.multiplier)
+    return {"recordings": recordings,
+            "positives": {"from_recordings": positives["in"], "dropped_unreleased": positives["dropped_unreleased"],
+                          "kept": positives["out"], "with_augmented_copies": augmented},
+            "dataset": {"positives": augmented, "negatives": negatives, "samples": dataset["samples"]}}
+
+
+def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True) -> BuildReport:
+    """A synthetic recording in ``folder``/recordings, built into ``folder``/build with the defaults."""
+    from .synth import make_recording
+
+    folder = os.fspath(folder)
+    inputs = os.path.join(folder, "recordings")
+    if not os.path.isdir(inputs):
+        os.makedirs(folder, exist_ok=True)
+        temp = os.path.join(folder, f".recordings.partial-{os.getpid()}")
+        shutil.rmtree(temp, ignore_errors=True)
+        make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0)
+        os.replace(temp, inputs)
+    return build(pair_directory(inputs), os.path.join(folder, "build"), quiet=quiet)
