@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -255,6 +256,7 @@ class BuildReport:
     negatives: int = 0
     ran: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
     accounting: dict[str, Any] = field(default_factory=dict)
 
 
@@ -337,7 +339,9 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
             counts = done["counts"]
         else:
             manifest.start(name)
+            start = time.perf_counter()
             counts = run()
+            report.seconds[name] = round(time.perf_counter() - start, 3)
             report.ran.append(name)
             manifest.record(name, {"fingerprint": print_, "outputs": [os.path.relpath(p, folder) for p in outputs],
                                    "counts": counts})
