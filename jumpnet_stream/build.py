@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
@@ -32,7 +31,7 @@ from .formats import create_dataset, disk_size, open_dataset
 from .progress import progress_bar
 from .stages.augment import AugmentOptions, augment
 from .stages.merge import merge, merged_chunks, union_keys
-from .stages.negatives import eligible_frames, excluded_frames, write_negatives
+from .stages.negatives import check_fits, eligible_frames, excluded_frames, write_negatives
 from .stages.preprocess import preprocess
 from .video import Video
 
@@ -65,6 +64,7 @@ class BuildOptions:
     keep_unreleased: bool = False  # keep positives whose press was never released (hold NaN)
     legacy: bool = True            # also write final.npz (the seed's format)
     scalar_hold: bool = False      # final.npz: 0-d hold_duration (numpy >= 2.4 trainers)
+    strict: bool = False           # a video that ends before its container's count is an error, not a warning
 
     def __post_init__(self) -> None:
         for name in ("multiplier", "negatives", "radius"):
@@ -374,6 +374,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
         for recording, positives_path in zip(recordings, positives_paths):
             dataset = open_dataset(positives_path)
             clip = Video(recording.video)
+            check_fits(clip, dataset.column("frame_index"), recording.raw)
             frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
             excluded = excluded_frames(dataset.column("frame_index"), options.radius)
             plan.append({"clip": clip, "frames": frames, "excluded": excluded, "keys": dataset.keys,
@@ -394,17 +395,13 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
                 clip = entry["clip"]
                 written = write_negatives(clip, out, select=set(wanted.tolist()).__contains__,
                                           stop_after=int(wanted[-1]) if len(wanted) else -1, keys=entry["keys"],
-                                          size=entry["size"], overwrite=True, quiet=quiet)
+                                          size=entry["size"], overwrite=True, quiet=quiet, strict=options.strict)
                 frames, eligible = entry["frames"], len(entry["eligible"])
                 return {"frames_claimed": clip.claimed_frames, "frames": frames,
                         "frames_read": clip.frames_read, "excluded_near_positive": frames - eligible,
                         "eligible": eligible, "chosen": len(wanted), "not_chosen": eligible - len(wanted),
                         "written": written, "chosen_past_end": len(wanted) - written}
-            counts = stage(f"negatives {recording.name}", print_, [out], run_negatives)
-            if counts["chosen_past_end"]:
-                print(f"jumpnet-stream: warning: {recording.video}: {counts['chosen_past_end']} chosen frames lie "
-                      f"past the video's end (its container claims {counts['frames_claimed']} frames)",
-                      file=sys.stderr)
+            stage(f"negatives {recording.name}", print_, [out], run_negatives)
             negatives_paths.append(out)
             negative_prints.append(print_)
 

@@ -49,7 +49,7 @@ def cmd_negatives(args: argparse.Namespace) -> Result:
     from .stages.negatives import negatives
 
     report = negatives(args.video, args.output, positives=args.positives, radius=args.radius, keep=args.keep,
-                       seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet)
+                       seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet, strict=args.strict)
     claimed = "unknown" if report.frames_claimed is None else report.frames_claimed
     read = "frames read" if args.keep is None else "frames read (to the last chosen)"
     rows = [(read, report.frames_read), ("frames claimed by container", claimed),
@@ -204,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=42, help="seed of the --keep choice (default: 42)")
     p.add_argument("--size", type=int, default=None,
                    help="square image size (default: the positives' size, 227 if there are none)")
+    p.add_argument("--strict", action="store_true", help="a video that ends before its container's frame count "
+                   "is an error (default: keep what decoded, and warn)")
     p.set_defaults(run=cmd_negatives)
 
     p = sub.add_parser("reduce", help="keep N samples chosen at random, in order",
@@ -289,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not write final.npz")
     p.add_argument("--scalar-hold", action="store_const", const=True, default=None,
                    help="final.npz: hold_duration as a 0-d array (numpy >= 2.4 trainers; single key)")
+    p.add_argument("--strict", action="store_const", const=True, default=None, help="a video that ends before its "
+                   "container's frame count is an error (default: keep what decoded, and warn)")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
     _common(p, output=False)
     p.set_defaults(run=cmd_build)

@@ -18,6 +18,9 @@ import numpy as np
 from .chunk import Chunk
 from .errors import JumpnetError
 
+# FFmpeg's own messages about damaged packets would interleave with ours; frames read against the
+# container's claim are reported instead. Read when the first video is opened; a user's value wins.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 class Video:
@@ -44,6 +47,17 @@ class Video:
         if not capture.isOpened():
             raise JumpnetError(self.path, "cannot open video (not a video file, or a codec OpenCV lacks)")
         return capture
+
+    def check_complete(self, expected: int | None, *, strict: bool = False) -> str | None:
+        """After :meth:`frames`: if fewer than ``expected`` frames decoded, a one-line warning (or, with
+        ``strict``, a :class:`JumpnetError`): the video is truncated or corrupt, or its count is wrong."""
+        if expected is None or self.frames_read >= expected:
+            return None
+        message = (f"video ends after {self.frames_read} frames, but its container claims {self.claimed_frames} "
+                   "(truncated or corrupt?): kept what decoded")
+        if strict:
+            raise JumpnetError(self.path, message.replace(": kept what decoded", "") + " (--strict)")
+        return message
 
     @property
     def name(self) -> str:

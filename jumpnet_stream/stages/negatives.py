@@ -9,6 +9,7 @@ resizing run in a background thread while the caller's thread compresses and wri
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -83,9 +84,11 @@ def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: 
 
 def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], stop_after: int | None,
                     keys: list[str], size: tuple[int, int], overwrite: bool = False, quiet: bool = True,
-                    provenance: Callable[[int], list[dict]] = lambda written: []) -> int:
+                    strict: bool = False, provenance: Callable[[int], list[dict]] = lambda written: []) -> int:
     """Decode the frames of ``clip`` that ``select`` picks (up to ``stop_after``) into negative samples at
-    ``output``; returns how many were written. ``provenance(written)`` gives the output's stage records."""
+    ``output``; returns how many were written. ``provenance(written)`` gives the output's stage records.
+    A video that ends before its container's count (or ``stop_after``) is kept as far as it decoded, with
+    a warning; ``strict`` makes that an error, and nothing is written."""
     total = clip.claimed_frames if stop_after is None else stop_after + 1
     bar = progress_bar(total, f"negatives {os.path.basename(clip.path)}", unit="frame", quiet=quiet)
     buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
@@ -96,13 +99,30 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
             writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
             buffers.give(chunk["image"])
             bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
+        problem = clip.check_complete(clip.claimed_frames if stop_after is None else min(
+            stop_after + 1, clip.claimed_frames or stop_after + 1), strict=strict)
         writer.provenance = provenance(writer.rows)
+    if problem:
+        warnings.warn(f"{clip.path}: {problem}", stacklevel=2)
     return writer.rows
+
+
+def check_fits(clip: Video, positive_frames: np.ndarray, positives: str) -> None:
+    """Refuse positives whose frame indices lie past the video's claimed end: the keylog is most likely
+    from another recording."""
+    if clip.claimed_frames is None or not len(positive_frames):
+        return
+    past = int(np.count_nonzero(positive_frames >= clip.claimed_frames))
+    if past:
+        raise JumpnetError(clip.path, f"has {clip.claimed_frames} frames, but {past} of the {len(positive_frames)} "
+                                      f"positives in {positives} name later frames (up to "
+                                      f"{int(positive_frames.max())}): is the keylog from another recording? "
+                                      f"(jumpnet-stream check RAW VIDEO compares them)")
 
 
 def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives: str | os.PathLike,
               radius: int = 2, keep: int | None = None, seed: int = 42, size: int | None = None,
-              overwrite: bool = False, quiet: bool = True) -> NegativesReport:
+              overwrite: bool = False, quiet: bool = True, strict: bool = False) -> NegativesReport:
     """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices."""
     video, output, positives = os.fspath(video), os.fspath(output), os.fspath(positives)
     if radius < 0:
@@ -115,6 +135,7 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
     keys, positive_frames = known.keys, known.column("frame_index")
     shape = (size, size) if size is not None else tuple(known.image_shape[:2])
     clip = Video(video)
+    check_fits(clip, positive_frames, positives)
     report = NegativesReport(frames_claimed=clip.claimed_frames)
     excluded = excluded_frames(positive_frames, radius)
 
@@ -149,5 +170,5 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         }]
 
     write_negatives(clip, output, select=select, stop_after=stop_after, keys=keys, size=shape, overwrite=overwrite,
-                    quiet=quiet, provenance=provenance)
+                    quiet=quiet, strict=strict, provenance=provenance)
     return report
