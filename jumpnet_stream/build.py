@@ -60,7 +60,6 @@ class BuildOptions:
     negatives: int = 500           # negatives in total, over all recordings
     radius: int = 2                # frames either side of a positive that are never negatives
     seed: int = 42                 # the negatives' choice, the augmentation and the final shuffle
-    size: int | None = None        # square image size (default: the positives')
     keep_unreleased: bool = False  # keep positives whose press was never released (hold NaN)
     legacy: bool = True            # also write final.npz (the seed's format)
     scalar_hold: bool = False      # final.npz: 0-d hold_duration (numpy >= 2.4 trainers)
@@ -72,8 +71,6 @@ class BuildOptions:
                 raise JumpnetError(None, f"--{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
             raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed!r}")
-        if self.size is not None and (not isinstance(self.size, int) or not 1 <= self.size <= 4096):
-            raise JumpnetError(None, f"--size must be between 1 and 4096, not {self.size!r}")
         if not isinstance(self.key, str) or not self.key:
             raise JumpnetError(None, f"--key must be a key name, not {self.key!r}")
 
@@ -310,7 +307,10 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     folder = os.fspath(folder)
     if not recordings:
         raise JumpnetError(None, "no recordings given (use --recording/--video pairs, a directory or --config)")
-    names = [r.name for r in recordings]
+    names = []  # stage labels: the recording's name, numbered when two share one
+    for recording in recordings:
+        same = sum(1 for r in recordings[:len(names)] if r.name == recording.name)
+        names.append(recording.name if not same else f"{recording.name}#{same + 1}")
     if len(set(raw for raw in (os.path.abspath(r.raw) for r in recordings))) != len(recordings):
         raise JumpnetError(None, "the same keylog is given twice")
     for recording in recordings:
@@ -324,7 +324,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options), "inputs": inputs})
     manifest.save()
     report = BuildReport(folder=os.path.abspath(folder))
-    work = [os.path.join(folder, "work", f"{i:02d}-{name}") for i, name in enumerate(names)]
+    work = [os.path.join(folder, "work", f"{i:02d}-{r.name}") for i, r in enumerate(recordings)]
     plan_stages = 2 * len(recordings) + 3 + options.legacy
     bar = progress_bar(plan_stages, "build", unit="stage", quiet=quiet)
 
@@ -351,7 +351,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     with bar:
         # 1. preprocess each recording
         positives_paths, positive_prints = [], []
-        for recording, place, record in zip(recordings, work, inputs):
+        for recording, name, place, record in zip(recordings, names, work, inputs):
             out = f"{place}.positives.zarr"
             print_ = fingerprint("preprocess", options.key, record["raw"]["sha256"])
 
@@ -365,7 +365,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
                                    - result.unmatched_final_press,
                                    "release_without_press": result.release_seen - result.paired,
                                    "malformed": result.malformed}}
-            stage(f"preprocess {recording.name}", print_, [out], run_preprocess)
+            stage(f"preprocess {name}", print_, [out], run_preprocess)
             positives_paths.append(out)
             positive_prints.append(print_)
 
@@ -379,14 +379,14 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
             excluded = excluded_frames(dataset.column("frame_index"), options.radius)
             plan.append({"clip": clip, "frames": frames, "excluded": excluded, "keys": dataset.keys,
                          "eligible": eligible_frames(frames, excluded),
-                         "size": (options.size,) * 2 if options.size else tuple(dataset.image_shape[:2])})
+                         "size": tuple(dataset.image_shape[:2])})
         sizes = {p["size"] for p in plan}
         if len(sizes) > 1:
-            raise JumpnetError(None, f"the recordings' images differ in size ({', '.join(map(str, sorted(sizes)))}): "
-                                     "pass --size to resize every negative to one size")
+            raise JumpnetError(None, f"the recordings' captures differ in size ({', '.join(map(str, sorted(sizes)))}): "
+                                     "build each size separately")
         chosen = choose_negatives([p["eligible"] for p in plan], options.negatives, options.seed)
         negatives_paths, negative_prints = [], []
-        for recording, place, record, entry, wanted in zip(recordings, work, inputs, plan, chosen):
+        for name, place, record, entry, wanted in zip(names, work, inputs, plan, chosen):
             out = f"{place}.negatives.zarr"
             print_ = fingerprint("negatives", record["video"]["sha256"], entry["size"], entry["keys"],
                                  hashlib.sha256(wanted.astype(np.int64).tobytes()).hexdigest())
@@ -401,7 +401,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
                         "frames_read": clip.frames_read, "excluded_near_positive": frames - eligible,
                         "eligible": eligible, "chosen": len(wanted), "not_chosen": eligible - len(wanted),
                         "written": written, "chosen_past_end": len(wanted) - written}
-            stage(f"negatives {recording.name}", print_, [out], run_negatives)
+            stage(f"negatives {name}", print_, [out], run_negatives)
             negatives_paths.append(out)
             negative_prints.append(print_)
 

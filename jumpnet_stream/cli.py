@@ -284,7 +284,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--radius", type=int, default=None, help="frames either side of a positive that are never "
                    "negatives (default: 2)")
     p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: 42)")
-    p.add_argument("--size", type=int, default=None, help="square image size (default: the positives')")
     p.add_argument("--keep-unreleased", action="store_const", const=True, default=None,
                    help="keep positives whose press was never released (hold NaN)")
     p.add_argument("--no-legacy", dest="legacy", action="store_const", const=False, default=None,
