@@ -17,7 +17,9 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -156,9 +158,9 @@ def load_config(path: str | os.PathLike) -> tuple[list[Recording], dict[str, Any
 
 # -- the manifest ---------------------------------------------------------------------------------
 
-def file_record(path: str, known: dict[str, Any] | None = None) -> dict[str, Any]:
+def file_record(path: str, known: dict[str, Any] | None = None, stop: threading.Event | None = None) -> dict[str, Any]:
     """Path, size, modification time and SHA-256 of an input file (the hash reused from ``known`` when
-    size and modification time are unchanged: hashing an hour of video takes seconds)."""
+    size and modification time are unchanged: hashing an hour's keylog takes seconds). ``stop`` abandons it."""
     if not os.path.isfile(path):
         raise JumpnetError(path, "no such file")
     stat = os.stat(path)
@@ -167,9 +169,30 @@ def file_record(path: str, known: dict[str, Any] | None = None) -> dict[str, Any
         return {**record, "sha256": known["sha256"]}
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while block := f.read(1 << 22):
+        while (block := f.read(1 << 22)) and not (stop and stop.is_set()):
             digest.update(block)
     return {**record, "sha256": digest.hexdigest()}
+
+
+class InputHashes:
+    """The inputs' records (:func:`file_record`), hashed one after another on a background thread
+    (hashlib releases the GIL), so hashing a keylog overlaps the stages instead of preceding them."""
+
+    def __init__(self, paths: list[str], manifest: "Manifest"):
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumpnet-hash")
+        self._records = {path: self._pool.submit(file_record, path, manifest.known_input(path), self._stop)
+                         for path in paths}
+
+    def __getitem__(self, path: str) -> dict[str, Any]:
+        return self._records[path].result()
+
+    def done(self, path: str) -> bool:
+        return self._records[path].done() and self._records[path].exception() is None
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def fingerprint(*parts: Any) -> str:
@@ -202,10 +225,11 @@ class Manifest:
                     return record
         return None
 
-    def finished(self, stage: str, print_: str, outputs: list[str]) -> dict | None:
-        """The stage's record if it finished with this fingerprint and its outputs are still there."""
+    def finished(self, stage: str, print_: Callable[[], str], outputs: list[str]) -> dict | None:
+        """The stage's record if it finished with this fingerprint and its outputs are still there (the
+        fingerprint is asked for only then: it may wait for an input's hash)."""
         record = self.data["stages"].get(stage)
-        if record and record.get("fingerprint") == print_ and all(os.path.exists(p) for p in outputs):
+        if record and all(os.path.exists(p) for p in outputs) and record.get("fingerprint") == print_():
             return record
         return None
 
@@ -319,10 +343,12 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
                 raise JumpnetError(path, "no such file")
     _prepare_folder(folder)
     manifest = Manifest(folder, fresh=fresh)
-    inputs = [{"name": name, "raw": file_record(r.raw, manifest.known_input(r.raw)),
-               "video": file_record(r.video, manifest.known_input(r.video))} for name, r in zip(names, recordings)]
-    manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options), "inputs": inputs})
-    manifest.save()
+    hashes = InputHashes([path for r in recordings for path in (r.raw, r.video)], manifest)
+    manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
+
+    def hashed_inputs(wait: bool) -> list[dict]:
+        return [{"name": name, "raw": hashes[r.raw], "video": hashes[r.video]} for name, r in zip(names, recordings)
+                if wait or (hashes.done(r.raw) and hashes.done(r.video))]
     report = BuildReport(folder=os.path.abspath(folder))
     work = [os.path.join(folder, "work", f"{i:02d}-{r.name}") for i, r in enumerate(recordings)]
     plan_stages = 2 * len(recordings) + 3 + options.legacy
@@ -330,137 +356,114 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
 
     order: list[str] = []
 
-    def stage(name: str, print_: str, outputs: list[str], run: Callable[[], dict]) -> dict:
+    def stage(name: str, print_: Callable[[], str], outputs: list[str], run: Callable[[], dict]) -> str:
+        """Run a stage unless its output is there with this fingerprint; returns the fingerprint."""
         bar.set_description(f"build: {name}")
         order.append(name)
         done = manifest.finished(name, print_, outputs)
         if done is not None:
             report.reused.append(name)
-            counts = done["counts"]
+            counts[name] = done["counts"]
         else:
             manifest.start(name)
             start = time.perf_counter()
-            counts = run()
+            counts[name] = run()
             report.seconds[name] = round(time.perf_counter() - start, 3)
             report.ran.append(name)
-            manifest.record(name, {"fingerprint": print_, "outputs": [os.path.relpath(p, folder) for p in outputs],
-                                   "counts": counts})
+            manifest.data["inputs"] = hashed_inputs(wait=False)
+            manifest.record(name, {"fingerprint": print_(), "outputs": [os.path.relpath(p, folder) for p in outputs],
+                                   "counts": counts[name]})
         bar.update(1)
-        return counts
+        return print_()
 
-    with bar:
-        # 1. preprocess each recording
-        positives_paths, positive_prints = [], []
-        for recording, name, place, record in zip(recordings, names, work, inputs):
-            out = f"{place}.positives.zarr"
-            print_ = fingerprint("preprocess", options.key, record["raw"]["sha256"])
+    counts: dict[str, dict] = {}
+    try:
+        with bar:
+            # 1. preprocess each recording
+            positive_prints = []
+            for recording, name, place in zip(recordings, names, work):
+                def run_preprocess(recording=recording, out=f"{place}.positives.zarr") -> dict:
+                    result = preprocess(recording.raw, out, key=options.key, overwrite=True, quiet=quiet)
+                    return {**result.counts(), "malformed_reasons": result.malformed_reasons,
+                            "positives": len(open_dataset(out)),
+                            "events": {"jump_press": result.paired + result.unmatched_final_press,
+                                       "jump_release": result.paired,
+                                       "auto_repeat_or_other_key_press": result.press_seen - result.paired
+                                       - result.unmatched_final_press,
+                                       "release_without_press": result.release_seen - result.paired,
+                                       "malformed": result.malformed}}
+                positive_prints.append(stage(
+                    f"preprocess {name}", lambda raw=recording.raw: fingerprint("preprocess", options.key,
+                                                                                hashes[raw]["sha256"]),
+                    [f"{place}.positives.zarr"], run_preprocess))
+            positives_paths = [f"{place}.positives.zarr" for place in work]
 
-            def run_preprocess(recording=recording, out=out) -> dict:
-                result = preprocess(recording.raw, out, key=options.key, overwrite=True, quiet=quiet)
-                return {**result.counts(), "malformed_reasons": result.malformed_reasons,
-                        "positives": len(open_dataset(out)),
-                        "events": {"jump_press": result.paired + result.unmatched_final_press,
-                                   "jump_release": result.paired,
-                                   "auto_repeat_or_other_key_press": result.press_seen - result.paired
-                                   - result.unmatched_final_press,
-                                   "release_without_press": result.release_seen - result.paired,
-                                   "malformed": result.malformed}}
-            stage(f"preprocess {name}", print_, [out], run_preprocess)
-            positives_paths.append(out)
-            positive_prints.append(print_)
+            # 2. choose negatives over every recording's eligible frames, then decode only those
+            plan = [_plan_negatives(recording, path, options.radius) for recording, path in zip(recordings, positives_paths)]
+            sizes = {entry["size"] for entry in plan}
+            if len(sizes) > 1:
+                raise JumpnetError(None, f"the recordings' captures differ in size "
+                                         f"({', '.join(map(str, sorted(sizes)))}): build each size separately")
+            chosen = choose_negatives([entry["eligible"] for entry in plan], options.negatives, options.seed)
+            negative_prints = []
+            for recording, name, place, entry, wanted in zip(recordings, names, work, plan, chosen):
+                def run_negatives(entry=entry, wanted=wanted, out=f"{place}.negatives.zarr") -> dict:
+                    clip = entry["clip"]
+                    written = write_negatives(clip, out, select=set(wanted.tolist()).__contains__,
+                                              stop_after=int(wanted[-1]) if len(wanted) else -1, keys=entry["keys"],
+                                              size=entry["size"], overwrite=True, quiet=quiet, strict=options.strict)
+                    frames, eligible = entry["frames"], len(entry["eligible"])
+                    return {"frames_claimed": clip.claimed_frames, "frames": frames,
+                            "frames_read": clip.frames_read, "excluded_near_positive": frames - eligible,
+                            "eligible": eligible, "chosen": len(wanted), "not_chosen": eligible - len(wanted),
+                            "written": written, "chosen_past_end": len(wanted) - written}
+                negative_prints.append(stage(
+                    f"negatives {name}", lambda video=recording.video, entry=entry, wanted=wanted: fingerprint(
+                        "negatives", hashes[video]["sha256"], entry["size"], entry["keys"],
+                        hashlib.sha256(wanted.astype(np.int64).tobytes()).hexdigest()),
+                    [f"{place}.negatives.zarr"], run_negatives))
+            negatives_paths = [f"{place}.negatives.zarr" for place in work]
 
-        # 2. choose negatives over every recording's eligible frames, then decode only those
-        plan = []
-        for recording, positives_path in zip(recordings, positives_paths):
-            dataset = open_dataset(positives_path)
-            clip = Video(recording.video)
-            check_fits(clip, dataset.column("frame_index"), recording.raw)
-            frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
-            excluded = excluded_frames(dataset.column("frame_index"), options.radius)
-            plan.append({"clip": clip, "frames": frames, "excluded": excluded, "keys": dataset.keys,
-                         "eligible": eligible_frames(frames, excluded),
-                         "size": tuple(dataset.image_shape[:2])})
-        sizes = {p["size"] for p in plan}
-        if len(sizes) > 1:
-            raise JumpnetError(None, f"the recordings' captures differ in size ({', '.join(map(str, sorted(sizes)))}): "
-                                     "build each size separately")
-        chosen = choose_negatives([p["eligible"] for p in plan], options.negatives, options.seed)
-        negatives_paths, negative_prints = [], []
-        for name, place, record, entry, wanted in zip(names, work, inputs, plan, chosen):
-            out = f"{place}.negatives.zarr"
-            print_ = fingerprint("negatives", record["video"]["sha256"], entry["size"], entry["keys"],
-                                 hashlib.sha256(wanted.astype(np.int64).tobytes()).hexdigest())
+            # 3. all positives in one set, unreleased presses left out
+            positives_out = os.path.join(folder, "work", "positives.zarr")
+            positives_print = stage("positives", lambda: fingerprint("positives", positive_prints, options.keep_unreleased),
+                                    [positives_out], lambda: _merge_positives(positives_paths, positives_out, options))
 
-            def run_negatives(entry=entry, wanted=wanted, out=out) -> dict:
-                clip = entry["clip"]
-                written = write_negatives(clip, out, select=set(wanted.tolist()).__contains__,
-                                          stop_after=int(wanted[-1]) if len(wanted) else -1, keys=entry["keys"],
-                                          size=entry["size"], overwrite=True, quiet=quiet, strict=options.strict)
-                frames, eligible = entry["frames"], len(entry["eligible"])
-                return {"frames_claimed": clip.claimed_frames, "frames": frames,
-                        "frames_read": clip.frames_read, "excluded_near_positive": frames - eligible,
-                        "eligible": eligible, "chosen": len(wanted), "not_chosen": eligible - len(wanted),
-                        "written": written, "chosen_past_end": len(wanted) - written}
-            stage(f"negatives {name}", print_, [out], run_negatives)
-            negatives_paths.append(out)
-            negative_prints.append(print_)
+            # 4. augment
+            augmented = os.path.join(folder, "work", "augmented.zarr")
+            augment_options = AugmentOptions(multiplier=options.multiplier, seed=options.seed)
+            augment_print = stage(
+                "augment", lambda: fingerprint("augment", positives_print, asdict(augment_options)), [augmented],
+                lambda: asdict(augment(positives_out, augmented, augment_options, overwrite=True, quiet=quiet)))
 
-        # 3. all positives in one set, unreleased presses left out
-        positives_out = os.path.join(folder, "work", "positives.zarr")
-        positives_print = fingerprint("positives", positive_prints, options.keep_unreleased)
+            # 5. the final merge, shuffled
+            dataset_path = os.path.join(folder, "dataset.zarr")
 
-        def run_positives() -> dict:
-            datasets = [open_dataset(p) for p in positives_paths]
-            union = union_keys([d.keys for d in datasets])
-            dropped = [0]
-            chunks = merged_chunks(datasets, union)
-            if not options.keep_unreleased:
-                chunks = _drop_unreleased(chunks, dropped)
-            with create_dataset(positives_out, union, overwrite=True) as writer:
-                for chunk in chunks:
-                    writer.write(chunk)
-                writer.provenance = [{"stage": "positives", "parameters": {"keep_unreleased": options.keep_unreleased},
-                                      "inputs": [{"path": os.path.abspath(p), "provenance": d.provenance}
-                                                 for p, d in zip(positives_paths, datasets)],
-                                      "counts": {"in": sum(len(d) for d in datasets), "dropped_unreleased": dropped[0],
-                                                 "out": writer.rows}}]
-                return {"in": sum(len(d) for d in datasets), "dropped_unreleased": dropped[0], "out": writer.rows,
-                        "keys": union}
-        positive_counts = stage("positives", positives_print, [positives_out], run_positives)
+            def run_dataset() -> dict:
+                result = merge([augmented, *negatives_paths], dataset_path, shuffle=True, seed=options.seed,
+                               overwrite=True, quiet=quiet)
+                return {"samples": result.written, "keys": result.keys,
+                        "image_shape": list(open_dataset(dataset_path).image_shape), "bytes": disk_size(dataset_path)}
+            dataset_print = stage("dataset", lambda: fingerprint("dataset", augment_print, negative_prints, options.seed),
+                                  [dataset_path], run_dataset)
+            outputs = {"dataset.zarr": counts["dataset"]}
 
-        # 4. augment
-        augmented = os.path.join(folder, "work", "augmented.zarr")
-        augment_options = AugmentOptions(multiplier=options.multiplier, seed=options.seed)
-        augment_print = fingerprint("augment", positives_print, asdict(augment_options))
-        stage("augment", augment_print, [augmented],
-              lambda: asdict(augment(positives_out, augmented, augment_options, overwrite=True, quiet=quiet)))
+            # 6. the legacy export for the original trainer
+            if options.legacy:
+                final = os.path.join(folder, "final.npz")
 
-        # 5. the final merge, shuffled
-        dataset_path = os.path.join(folder, "dataset.zarr")
-        dataset_print = fingerprint("dataset", augment_print, negative_prints, options.seed)
+                def run_final() -> dict:
+                    result = export(dataset_path, final, scalar_hold=options.scalar_hold, overwrite=True, quiet=quiet)
+                    return {"samples": result.samples, "bytes": result.bytes, "image_dtype": "float32",
+                            "scalar_hold": options.scalar_hold}
+                stage("final", lambda: fingerprint("final", dataset_print, options.scalar_hold), [final], run_final)
+                outputs["final.npz"] = counts["final"]
+        manifest.data["inputs"] = hashed_inputs(wait=True)
+    finally:
+        hashes.close()
 
-        def run_dataset() -> dict:
-            result = merge([augmented, *negatives_paths], dataset_path, shuffle=True, seed=options.seed,
-                           overwrite=True, quiet=quiet)
-            dataset = open_dataset(dataset_path)
-            return {"samples": result.written, "keys": result.keys, "image_shape": list(dataset.image_shape),
-                    "bytes": disk_size(dataset_path)}
-        dataset_counts = stage("dataset", dataset_print, [dataset_path], run_dataset)
-
-        # 6. the legacy export for the original trainer
-        outputs = {"dataset.zarr": dataset_counts}
-        if options.legacy:
-            final = os.path.join(folder, "final.npz")
-            final_print = fingerprint("final", dataset_print, options.scalar_hold)
-
-            def run_final() -> dict:
-                result = export(dataset_path, final, scalar_hold=options.scalar_hold, overwrite=True, quiet=quiet)
-                return {"samples": result.samples, "bytes": result.bytes, "image_dtype": "float32",
-                        "scalar_hold": options.scalar_hold}
-            outputs["final.npz"] = stage("final", final_print, [final], run_final)
-
-    report.accounting = _accounting(manifest.data["stages"], names, positive_counts, dataset_counts, options)
-    report.samples = dataset_counts["samples"]
+    report.accounting = _accounting(counts, names, options)
+    report.samples = counts["dataset"]["samples"]
     report.positives = report.accounting["dataset"]["positives"]
     report.negatives = report.accounting["dataset"]["negatives"]
     manifest.keep_only(order)
@@ -470,12 +473,42 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     return report
 
 
-def _accounting(stages: dict[str, dict], names: list[str], positives: dict, dataset: dict,
-                options: BuildOptions) -> dict[str, Any]:
+def _plan_negatives(recording: Recording, positives: str, radius: int) -> dict[str, Any]:
+    """A recording's video, its frame count, and its eligible frames (away from every positive)."""
+    dataset = open_dataset(positives)
+    clip = Video(recording.video)
+    check_fits(clip, dataset.column("frame_index"), recording.raw)
+    frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
+    excluded = excluded_frames(dataset.column("frame_index"), radius)
+    return {"clip": clip, "frames": frames, "keys": dataset.keys, "eligible": eligible_frames(frames, excluded),
+            "size": tuple(dataset.image_shape[:2])}
+
+
+def _merge_positives(paths: list[str], output: str, options: BuildOptions) -> dict[str, Any]:
+    """Every recording's positives in one set, keys remapped to their union, unreleased presses left out."""
+    datasets = [open_dataset(p) for p in paths]
+    union = union_keys([d.keys for d in datasets])
+    dropped = [0]
+    chunks = merged_chunks(datasets, union)
+    if not options.keep_unreleased:
+        chunks = _drop_unreleased(chunks, dropped)
+    with create_dataset(output, union, overwrite=True) as writer:
+        for chunk in chunks:
+            writer.write(chunk)
+        counts = {"in": sum(len(d) for d in datasets), "dropped_unreleased": dropped[0], "out": writer.rows,
+                  "keys": union}
+        writer.provenance = [{"stage": "positives", "parameters": {"keep_unreleased": options.keep_unreleased},
+                              "inputs": [{"path": os.path.abspath(p), "provenance": d.provenance}
+                                         for p, d in zip(paths, datasets)], "counts": counts}]
+    return counts
+
+
+def _accounting(counts: dict[str, dict], names: list[str], options: BuildOptions) -> dict[str, Any]:
     """Where every event and every frame went, and the sums that tie them to the output."""
+    positives, dataset = counts["positives"], counts["dataset"]
     recordings = {}
     for name in names:
-        pre, neg = stages[f"preprocess {name}"]["counts"], stages[f"negatives {name}"]["counts"]
+        pre, neg = counts[f"preprocess {name}"], counts[f"negatives {name}"]
         recordings[name] = {
             "events": {"total": pre["total"], **pre["events"]},
             "positives": pre["positives"],
