@@ -163,6 +163,15 @@ def cmd_inspect(args: argparse.Namespace) -> Result:
     return counts, text
 
 
+def cmd_check(args: argparse.Namespace) -> Result:
+    from .sync import check_sync
+
+    report = check_sync(args.raw, args.video, size=args.size, sample=args.sample, max_offset=args.max_offset,
+                        seed=args.seed, quiet=args.quiet)
+    args.exit_code = 0 if report.verdict == "ok" else 2  # scripts can tell "suspect" (2) from an error (1)
+    return report.counts(), report.text()
+
+
 def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
     if output:
         parser.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -321,6 +330,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
     _common(p, output=False)
     p.set_defaults(run=cmd_inspect)
+
+    p = sub.add_parser("check", help="does this keylog belong to this video? (exit 2 if suspect)",
+                       description="Compare a keylog with its video before building: whether its frame indices fit "
+                       "the video (range, steps back, event rate against frame rate) and how the press images "
+                       "compare with the frames they name (mean difference per event, against offsets of a few "
+                       "frames and a random-frame baseline). Decodes only the frames it compares. Exit 0 if ok, "
+                       "2 if suspect, 1 on an error.")
+    p.add_argument("raw", metavar="RAW.npz", help="recorder keylog")
+    p.add_argument("video", metavar="VIDEO", help="the video it should belong to")
+    p.add_argument("--size", type=int, default=None, help="image size to compare at (default: the keylog's)")
+    p.add_argument("--sample", type=int, default=200, help="events whose images are compared (default: 200)")
+    p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
+    _common(p, output=False)
+    p.set_defaults(run=cmd_check)
     return parser
 
 
@@ -332,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         counts, summary = run(args)
         print(json.dumps(counts) if args.json else summary)
-        return 0
+        return getattr(args, "exit_code", 0)
     except JumpnetError as exc:
         if args.debug:
             raise

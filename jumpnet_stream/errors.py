@@ -15,3 +15,7 @@ class JumpnetError(Exception):
 
     def __str__(self) -> str:
         return self.message if self.path is None else f"{self.path}: {self.message}"
+
+
+class UnsafeInputError(JumpnetError):
+    """An input that names code to run on loading (a hostile pickle): refused, never half-used."""

@@ -9,6 +9,7 @@ temporary output is removed, so a failed run leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import zipfile
@@ -173,9 +174,14 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
         yield writer
         writer.finish(writer.provenance)
         _land(temp, path)
-    except BaseException:
-        writer.abort()
+    except BaseException as exc:
+        try:
+            writer.abort()
+        except Exception:  # a writer that failed may fail to close too: the first error is the one to report
+            pass
         _remove(temp)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+            raise JumpnetError(path, f"cannot write the output: {os.strerror(exc.errno)} (nothing was kept)") from exc
         raise
 
 

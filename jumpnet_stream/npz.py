@@ -11,26 +11,34 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import lzma
+import math
 import os
 import struct
 import pickle
 import resource
 import shutil
 import tempfile
+import tokenize
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from numpy.lib import format as npy_format
 
-from .errors import JumpnetError
-from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError
+from .errors import JumpnetError, UnsafeInputError
+from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, check_text
 
 _APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
+# What reading a damaged file can raise, from the zip layer (bad CRC, a deflate stream cut short, a
+# compression method or encryption flag garbled: NotImplementedError, RuntimeError), the .npy header
+# parser, or the unpickler (numbers too large: OverflowError; MemoryError, RecursionError).
 _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError, zipfile.BadZipFile,
-                struct.error, MemoryError)
+                struct.error, MemoryError, OverflowError, zlib.error, lzma.LZMAError, NotImplementedError,
+                RuntimeError, SyntaxError, tokenize.TokenError)  # the last two: numpy's .npy header parser
 
 
 def _open_zip(path: str) -> zipfile.ZipFile:
@@ -40,8 +48,27 @@ def _open_zip(path: str) -> zipfile.ZipFile:
         raise JumpnetError(path, "is a directory, expected an .npz file")
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except _READ_ERRORS as exc:
+        if _starts_like_a_zip(path):
+            raise JumpnetError(path, f"not a readable npz file: a zip archive, but cut short or damaged "
+                                     f"({exc})") from None
         raise JumpnetError(path, f"not an npz file (not a readable zip archive: {exc})") from None
+
+
+def _starts_like_a_zip(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, name: str) -> BinaryIO:
+    """The member open for reading; a garbled entry (compression method, encryption flag) is one line."""
+    try:
+        return zf.open(info)
+    except _READ_ERRORS as exc:
+        raise JumpnetError(path, f"'{name}' cannot be read from the zip archive: {exc}") from None
 
 
 def _member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
@@ -58,12 +85,16 @@ def read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], boo
     try:
         version = npy_format.read_magic(f)
         if version == (1, 0):
-            return npy_format.read_array_header_1_0(f)
-        if version == (2, 0):
-            return npy_format.read_array_header_2_0(f)
-        raise ValueError(f"unsupported .npy format version {version}")
-    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as exc:
+            header = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            header = npy_format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy format version {version}")
+    except _READ_ERRORS as exc:
         raise JumpnetError(path, f"'{name}' is not a valid .npy array: {exc}") from None
+    if any(n < 0 for n in header[0]):
+        raise JumpnetError(path, f"'{name}' is not a valid .npy array: negative shape {header[0]}")
+    return header
 
 
 SMALL_ARRAY_BYTES = 16 << 20  # 'keys' and the like: a few bytes in any real file
@@ -76,14 +107,17 @@ def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES
         info = zf.getinfo(_member_name(zf, path, name))
         if limit is not None and info.file_size > limit:
             raise JumpnetError(path, f"'{name}' is implausibly large ({info.file_size} bytes)")
-        with zf.open(info) as f, _read_errors(path, name):
+        with _read_errors(path, name), _open_member(zf, info, path, name) as f:
             shape, fortran, dtype = read_header(f, path, name)
-            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            count = math.prod(shape)
             if not dtype.hasobject:
                 if count * dtype.itemsize > info.file_size:
                     raise JumpnetError(path, f"'{name}' header promises more data than the file holds")
                 f.seek(0)
-                return npy_format.read_array(f, allow_pickle=False)
+                array = npy_format.read_array(f, allow_pickle=False)
+                if dtype.kind == "U":
+                    check_text(np.ascontiguousarray(array).tobytes(), array.dtype)
+                return array
             if count > info.file_size:
                 raise JumpnetError(path, f"'{name}' header promises more elements than the file holds")
             items = StreamingUnpickler(f, info.file_size - f.tell(), whole=True).items()
@@ -100,9 +134,12 @@ def provenance_records(text: object) -> list[dict]:
 
 
 def read_provenance(path: str) -> list[dict]:
-    """The ``provenance`` member of an npz this tool wrote; [] if there is none."""
+    """The ``provenance`` member of an npz this tool wrote; [] if there is none or it is unreadable
+    (it is only a record), but a hostile one refuses the file."""
     try:
         return provenance_records(read_small_array(path, "provenance")[()])
+    except UnsafeInputError:
+        raise
     except JumpnetError:
         return []
 
@@ -119,8 +156,10 @@ def _read_errors(path: str, name: str, streaming: bool = False) -> Iterator[None
     """Turn a failed load into one line naming the file (a streaming pass may still fall back)."""
     try:
         yield
+    except JumpnetError:
+        raise
     except UnsafePickleError as exc:
-        raise JumpnetError(path, f"unsafe pickle in '{name}' refused: {exc}") from None
+        raise UnsafeInputError(path, f"unsafe pickle in '{name}' refused: {exc}") from None
     except NeedsWholeLoad as exc:
         if streaming:
             raise
@@ -173,13 +212,16 @@ class ObjectArrayReader:
         with _open_zip(self.path) as zf:
             info = zf.getinfo(_member_name(zf, self.path, self.name))
             self.member, self.nbytes = info.filename, info.file_size
-            with zf.open(info) as f:
+            with _read_errors(self.path, self.name), _open_member(zf, info, self.path, self.name) as f:
                 self.shape, self.fortran, dtype = read_header(f, self.path, self.name)
         if not dtype.hasobject:
             raise JumpnetError(self.path, f"'{self.name}' is a {dtype} array, expected an object array "
                                           "of entries")
-        if len(self.shape) not in (1, 2):
+        if len(self.shape) not in (1, 2) or (len(self.shape) == 2 and self.shape[1] == 0 and self.shape[0]):
             raise JumpnetError(self.path, f"'{self.name}' has shape {self.shape}, expected (N,) or (N, 6)")
+        if math.prod(self.shape) > self.nbytes:  # every element takes at least a byte of pickle
+            raise JumpnetError(self.path, f"'{self.name}' header promises {math.prod(self.shape)} elements, "
+                                          f"more than its {self.nbytes} bytes can hold")
         self.bytes_read = 0
         self.whole_loaded: str | None = None
 
@@ -200,8 +242,7 @@ class ObjectArrayReader:
             if self.nbytes > available_memory() // 2:
                 raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}) and is too large "
                                               f"to load whole ({self.nbytes >> 20} MB)") from None
-            warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=2)
-            yield from self._whole(skip=done)
+            yield from self._whole(skip=done, why=str(why))
 
     def _entries(self, items: Iterator[object]) -> Iterator[object]:
         width = self.shape[1] if len(self.shape) == 2 else 0
@@ -223,23 +264,26 @@ class ObjectArrayReader:
         return vm, counting
 
     def _stream(self) -> Iterator[object]:
-        with _open_zip(self.path) as zf, zf.open(self.member) as raw, \
-                _read_errors(self.path, self.name, streaming=True):
+        with _open_zip(self.path) as zf, _read_errors(self.path, self.name, streaming=True), \
+                _open_member(zf, zf.getinfo(self.member), self.path, self.name) as raw:
             vm, counting = self._unpickler(raw, memo_budget=self.memo_budget)
             for entry in self._entries(vm.items()):
                 self.bytes_read = counting.count
                 yield entry
         self.bytes_read = self.nbytes
-        if vm.items_out != int(np.prod(self.shape)):
+        if vm.items_out != math.prod(self.shape):
             raise JumpnetError(self.path, f"'{self.name}' holds {vm.items_out} elements but its header "
                                           f"says shape {self.shape}")
 
-    def _whole(self, skip: int) -> Iterator[object]:
-        with _open_zip(self.path) as zf, zf.open(self.member) as raw, _read_errors(self.path, self.name):
+    def _whole(self, skip: int, why: str) -> Iterator[object]:
+        with _open_zip(self.path) as zf, _read_errors(self.path, self.name), \
+                _open_member(zf, zf.getinfo(self.member), self.path, self.name) as raw:
             vm, _ = self._unpickler(raw, whole=True)
             items = list(vm.items())
-        if len(items) != int(np.prod(self.shape)):
+        if len(items) != math.prod(self.shape):
             raise JumpnetError(self.path, f"'{self.name}' does not match its header shape {self.shape}")
+        # Only once it worked: a damaged file that fails both ways gets one line, its error.
+        warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=3)
         self.bytes_read = self.nbytes
         array = _object_array(items, self.shape, self.fortran)
         del items

@@ -42,34 +42,69 @@ def unwrap(value: object) -> object:
     return value
 
 
-def as_float(value: object, what: str) -> float:
+_NUMBER = (int, float, np.integer, np.floating)
+MAX_INDEX = 2 ** 62  # frame indices beyond this are garbage (an hour at 30 fps is 108,000 frames)
+
+
+def _number(value: object, what: str) -> int | float | np.number:
     value = unwrap(value)
-    if isinstance(value, np.ndarray) and value.size == 1:
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
         value = value.reshape(())[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER):
         raise Malformed(f"{what} is not a number")
-    return float(value)
+    return value
+
+
+def as_float(value: object, what: str) -> float:
+    """A finite float from a number, wrapped or not (NaN and infinities are malformed)."""
+    try:
+        number = float(_number(value, what))
+    except OverflowError:  # an int beyond float's range
+        raise Malformed(f"{what} is NaN or infinite") from None
+    if not np.isfinite(number):
+        raise Malformed(f"{what} is NaN or infinite")
+    return number
 
 
 def as_int(value: object, what: str) -> int:
-    number = as_float(value, what)
-    if not np.isfinite(number) or number != int(number):
-        raise Malformed(f"{what} is not an integer")
+    """A non-negative integer from an int, or a float with an integral value (NaN is malformed)."""
+    number = _number(value, what)
+    if isinstance(number, (float, np.floating)):
+        if not np.isfinite(number):
+            raise Malformed(f"{what} is NaN or infinite")
+        if number != int(number):
+            raise Malformed(f"{what} is not an integer")
+    number = int(number)
     if number < 0:
         raise Malformed(f"{what} is negative")
-    return int(number)
+    if number > MAX_INDEX:
+        raise Malformed(f"{what} is implausibly large")
+    return number
 
 
 def as_vector(value: object, length: int, what: str) -> np.ndarray:
-    """A float32 vector of ``length`` from an array, list or (for length 1) scalar, wrapped or not."""
+    """A float32 vector of ``length`` from an array, list or (for length 1) scalar, wrapped or not.
+    Its values must be numbers (not strings, which numpy would parse); NaN passes, for the caller to judge."""
     if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.hasobject:
         value = unwrap(value)
     try:
-        array = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):
+        raw = np.asarray(value)
+    except (TypeError, ValueError, OverflowError):
         raise Malformed(f"{what} is not numeric") from None
-    if array.size != length:
-        raise Malformed(f"{what} has {array.size} values, expected {length} (one per key)")
+    if raw.size != length:
+        raise Malformed(f"{what} has {raw.size} values, expected {length} (one per key)")
+    if raw.dtype.hasobject:  # a list of wrapped values: each must be a number
+        items = [unwrap(item) for item in raw.reshape(-1)]
+        if not all(isinstance(item, (*_NUMBER, np.bool_)) for item in items):
+            raise Malformed(f"{what} is not numeric")
+        raw = items
+    elif raw.dtype.kind not in "biuf":
+        raise Malformed(f"{what} is not numeric")
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # out of float32's range: inf, judged by the caller
+            array = np.asarray(raw, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
+        raise Malformed(f"{what} is not numeric") from None
     return array.reshape(length)
 
 
@@ -178,25 +213,35 @@ def entry_fields(entry: object) -> tuple:
     return tuple(entry)
 
 
+MAX_KEYS = 1024
+
+
 def normalize_keys(raw: np.ndarray, path: str) -> list[str]:
     """The key list from a ``keys`` array of any of the recorder's layouts."""
     keys: list[str] = []
 
-    def collect(value: object) -> None:
+    def collect(value: object, depth: int) -> None:
+        if depth > 4:
+            raise JumpnetError(path, "'keys' is nested too deeply, expected key names")
         if isinstance(value, np.ndarray):
             for item in value.reshape(-1):
-                collect(item.item() if isinstance(item, np.generic) else item)
+                collect(item.item() if isinstance(item, np.generic) else item, depth + 1)
         elif isinstance(value, (list, tuple)):
             for item in value:
-                collect(item)
+                collect(item, depth + 1)
         elif isinstance(value, (bytes, np.bytes_)):
-            keys.append(bytes(value).decode("utf-8"))
+            try:
+                keys.append(bytes(value).decode("utf-8"))
+            except UnicodeDecodeError:
+                raise JumpnetError(path, f"'keys' holds {bytes(value)[:20]!r}, which is not UTF-8 text") from None
         elif isinstance(value, str):
             keys.append(str(value))
         else:
             raise JumpnetError(path, f"'keys' holds a {type(value).__name__}, expected key names")
+        if len(keys) > MAX_KEYS:
+            raise JumpnetError(path, f"'keys' holds more than {MAX_KEYS} names")
 
-    collect(raw)
+    collect(raw, 0)
     keys = [k.strip() for k in keys]
     if not keys or any(not k for k in keys):
         raise JumpnetError(path, "'keys' is empty")
@@ -231,7 +276,9 @@ class Recording:
         return self._entries.bytes_read, self._entries.nbytes
 
     def events(self, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
-        """Well-formed events in order, as chunks of EVENT_FIELDS; malformed ones counted by reason."""
+        """Well-formed events in order, as chunks of EVENT_FIELDS; malformed ones counted by reason.
+        Non-finite numbers (NaN, inf) anywhere make an entry malformed. A file with entries of which
+        not one is readable (the wrong kind of file, or keys that do not fit) raises JumpnetError."""
         k = len(self.keys)
 
         def parse(fields: tuple) -> tuple[object, tuple]:
@@ -242,7 +289,20 @@ class Recording:
             return image, (as_float(prev, "prev_interval"), multi_hot, holds, as_phase(phase),
                            as_int(frame, "frame_idx"))
 
+        seen: Counter = Counter()
+
         def count(index: int, why: Malformed) -> None:
             self.malformed[str(why)] += 1
+            seen[str(why)] += 1
 
-        return batch_entries(self._entries.rows(), parse, EVENT_FIELDS, EVENT_DTYPES, malformed=count, rows=rows)
+        def entries() -> Iterator[object]:
+            for entry in self._entries.rows():
+                seen[None] += 1
+                yield entry
+
+        yield from batch_entries(entries(), parse, EVENT_FIELDS, EVENT_DTYPES, malformed=count, rows=rows)
+        total = seen.pop(None, 0)
+        if total and sum(seen.values()) == total:  # not one readable event: a wrong or broken file, not data
+            reasons = "; ".join(f"{n} x {why}" for why, n in seen.most_common(3))
+            more = f"; and {len(seen) - 3} more" if len(seen) > 3 else ""
+            raise JumpnetError(self.path, f"none of its {total} entries is a readable event ({reasons}{more})")

@@ -11,8 +11,11 @@ instead of building the list, so a multi-GB keylog is read with memory flat in i
 
 from __future__ import annotations
 
+import math
 import pickle
+import re
 import struct
+import warnings
 from collections import OrderedDict
 from typing import BinaryIO, Callable, Iterator
 
@@ -29,6 +32,7 @@ class NeedsWholeLoad(Exception):
 
 MAX_OBJECT_BYTES = 256 << 20  # one str/bytes object (an image's pixels); a 227x227x3 float32 is 0.6 MB
 MAX_PINNED = 1 << 16
+MAX_ELEMENTS = 1 << 31  # elements of one array: a zero-size dtype must not make an array of 2**62 of them
 
 _NDARRAY = object()  # stands for numpy.ndarray: only ever an argument of _reconstruct, never callable
 
@@ -40,14 +44,21 @@ def _reconstruct(cls: object, shape: object, typecode: object) -> np.ndarray:
 
 
 _DTYPE_KINDS = "biufcSUOMm?"  # plain scalar kinds: no structured, subarray or void dtypes
+# What numpy's own dtype pickles name ('f4', 'O8', 'U7', 'M8', 'b1', ...): numpy's dtype parser is
+# never handed anything else (it raises SyntaxError or warns on some strings).
+_DTYPE_SPEC = re.compile(r"[<>|=]?[biufcSUOMm][0-9]{1,9}")
 
 
 def _dtype(spec: object, align: object = False, copy: object = True) -> np.dtype:
     if not isinstance(spec, str) or len(spec) > 16:
         raise UnsafePickleError(f"numpy dtype from {type(spec).__name__}")
+    if not _DTYPE_SPEC.fullmatch(spec):
+        raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain scalar type")
     try:
-        dtype = np.dtype(spec, align=False, copy=True)  # a copy: BUILD must never touch numpy's singletons
-    except TypeError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dtype = np.dtype(spec, align=False, copy=True)  # a copy: BUILD must never touch numpy's singletons
+    except (TypeError, ValueError):
         raise UnsafePickleError(f"unknown numpy dtype {spec!r}") from None
     if dtype.kind not in _DTYPE_KINDS:
         raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain scalar type")
@@ -61,13 +72,25 @@ def _scalar(dtype: object, data: object = None) -> object:
         return data
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
         raise UnsafePickleError("numpy scalar with malformed data")
+    check_text(data, dtype)
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
 
 def _frombuffer(buf: object, dtype: object, shape: object, order: object = "C") -> np.ndarray:
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(buf, (bytes, bytearray)):
         raise UnsafePickleError("numpy _frombuffer with unexpected arguments")
+    check_text(buf, dtype)
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
+
+
+def check_text(data: bytes | bytearray | memoryview, dtype: np.dtype) -> None:
+    """Unicode array data must hold valid code points: numpy builds a str from any 4 bytes, and one
+    past U+10FFFF fails later, far from here, with a SystemError."""
+    if dtype.kind != "U" or not len(data):
+        return
+    codes = np.frombuffer(data, dtype=np.dtype("u4").newbyteorder(dtype.byteorder), count=len(data) // 4)
+    if codes.size and int(codes.max()) > 0x10FFFF:
+        raise ValueError("text data holds an invalid code point")
 
 
 def _encode(text: object, encoding: object = "latin1") -> bytes:
@@ -76,8 +99,16 @@ def _encode(text: object, encoding: object = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+def _empty_bytes(*args: object) -> bytes:
+    """Protocol 2 pickles an empty bytes object (an empty array's data) as ``bytes()``."""
+    if args:
+        raise UnsafePickleError("bytes() with arguments")
+    return b""
+
+
 _ALLOWED: dict[tuple[str, str], object] = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype,
-                                           ("_codecs", "encode"): _encode}
+                                           ("_codecs", "encode"): _encode, ("__builtin__", "bytes"): _empty_bytes,
+                                           ("builtins", "bytes"): _empty_bytes}
 for _core in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _reconstruct
     _ALLOWED[(f"{_core}.multiarray", "scalar")] = _scalar
@@ -459,12 +490,16 @@ def _build_array(array: np.ndarray, state: object) -> None:
             and all(isinstance(n, int) and 0 <= n for n in shape)):
         raise UnsafePickleError("numpy array state is malformed")
     _check_dtype(dtype)
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact: numpy's int64 product wraps around for a forged shape
+    if count > MAX_ELEMENTS or len(shape) > 32:
+        raise UnsafePickleError(f"numpy array state of shape {shape} is implausibly large")
     if dtype.hasobject:
         if not (isinstance(data, list) and len(data) == count):
             raise UnsafePickleError("numpy object array state does not match its shape")
     elif not (isinstance(data, (bytes, bytearray)) and len(data) == count * dtype.itemsize):
         raise UnsafePickleError("numpy array data does not match its shape and dtype")
+    else:
+        check_text(data, dtype)
     array.__setstate__(state)
 
 

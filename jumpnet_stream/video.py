@@ -21,6 +21,7 @@ from .errors import JumpnetError
 # FFmpeg's own messages about damaged packets would interleave with ours; frames read against the
 # container's claim are reported instead. Read when the first video is opened; a user's value wins.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # "cannot open" is ours to say, once
 
 
 class Video:
