@@ -18,14 +18,12 @@ import argparse
 import json
 import os
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench_negatives import PLAIN  # noqa: E402
+from bench_negatives import PLAIN, timed  # noqa: E402
 from jumpnet_stream.synth import make_recording  # noqa: E402
-from tools.measure import run_peak_rss  # noqa: E402
 
 
 def recording(workdir: str, minutes: float) -> tuple[str, str, int]:
@@ -38,16 +36,6 @@ def recording(workdir: str, minutes: float) -> tuple[str, str, int]:
         os.replace(partial, folder)
         return raw, video, rec.frames
     return raw, video, round(minutes * 60 * 30)
-
-
-def timed(cmd: list[str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS MB, stdout) of a command in a fresh process."""
-    start = time.perf_counter()
-    code, peak, out, err = run_peak_rss(cmd)
-    seconds = time.perf_counter() - start
-    if code:
-        sys.exit(f"{' '.join(cmd)} failed: {err.strip()}")
-    return seconds, peak, out
 
 
 def measure(workdir: str, minutes: float, repeat: int) -> dict:
