@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,10 +25,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import __version__
-from .chunk import Chunk
 from .errors import JumpnetError
 from .export import export
-from .formats import create_dataset, disk_size, open_dataset
+from .formats import create_dataset, disk_size, open_dataset, remove_output
 from .progress import progress_bar
 from .stages.augment import AugmentOptions, augment
 from .stages.merge import merge, merged_chunks, union_keys
@@ -299,17 +297,14 @@ def _drop_unreleased(chunks, dropped: list[int]):
         if keep.all():
             yield chunk
         elif keep.any():
-            yield Chunk({k: v[keep] for k, v in chunk.columns.items()})
+            yield chunk.take(keep)
 
 
 def _remove_partials(folder: str) -> None:
     """Temporary outputs left by an interrupted run (``.NAME.partial-PID``)."""
     for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True) + \
             glob.glob(os.path.join(folder, f"{MANIFEST}.partial-*")):
-        if os.path.isdir(path):
-            shutil.rmtree(path, ignore_errors=True)
-        elif os.path.exists(path):
-            os.remove(path)
+        remove_output(path)
 
 
 def _prepare_folder(folder: str) -> None:
@@ -533,7 +528,7 @@ def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True
     if not os.path.isdir(inputs):
         os.makedirs(folder, exist_ok=True)
         temp = os.path.join(folder, f".recordings.partial-{os.getpid()}")
-        shutil.rmtree(temp, ignore_errors=True)
+        remove_output(temp)
         make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0)
         os.replace(temp, inputs)
     return build(pair_directory(inputs), os.path.join(folder, "build"), quiet=quiet)

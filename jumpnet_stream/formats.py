@@ -101,7 +101,8 @@ def disk_size(path: str | os.PathLike) -> int:
     return sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(path) for f in files)
 
 
-def _remove(path: str) -> None:
+def remove_output(path: str) -> None:
+    """Delete a file or a store directory, if it is there."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
@@ -167,7 +168,7 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
     _check_options(path, _extension(path), keys, options)
     parent, name = os.path.split(os.path.abspath(path))
     temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
-    _remove(temp)
+    remove_output(temp)
     writer = _writer(temp, _extension(path), keys, options)
     writer.provenance = []
     try:
@@ -179,7 +180,7 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
             writer.abort()
         except Exception:  # a writer that failed may fail to close too: the first error is the one to report
             pass
-        _remove(temp)
+        remove_output(temp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
             raise JumpnetError(path, f"cannot write the output: {os.strerror(exc.errno)} (nothing was kept)") from exc
         raise
@@ -193,4 +194,4 @@ def _land(temp: str, path: str) -> None:
     old = f"{temp}.old"
     os.replace(path, old)
     os.replace(temp, path)
-    _remove(old)
+    remove_output(old)
