@@ -27,12 +27,13 @@ import numpy as np
 from . import __version__
 from .errors import JumpnetError
 from .export import export
-from .formats import create_dataset, disk_size, open_dataset, remove_output
+from .formats import create_dataset, disk_size, open_dataset, partial_path, remove_output
 from .progress import progress_bar
 from .stages.augment import AugmentOptions, augment
 from .stages.merge import merge, merged_chunks, union_keys
 from .stages.negatives import check_fits, eligible_frames, excluded_frames, write_negatives
 from .stages.preprocess import preprocess
+from .stages.reduce import choose
 from .video import Video
 
 MANIFEST = "manifest.json"
@@ -246,7 +247,7 @@ class Manifest:
 
     def save(self) -> None:
         ordered = {k: self.data[k] for k in self.ORDER if k in self.data}
-        temp = f"{self.path}.partial-{os.getpid()}"
+        temp = partial_path(self.path)
         with open(temp, "w") as f:
             json.dump(ordered, f, indent=2, default=_json_default)
             f.write("\n")
@@ -284,7 +285,7 @@ def choose_negatives(eligible: list[np.ndarray], total: int, seed: int) -> list[
     together (all if fewer), as sorted frame indices per recording."""
     sizes = [len(e) for e in eligible]
     n = sum(sizes)
-    picked = np.arange(n) if total >= n else np.sort(np.random.default_rng(seed).choice(n, size=total, replace=False))
+    picked = choose(n, total, seed)
     bounds = np.cumsum([0] + sizes)
     return [e[picked[(picked >= lo) & (picked < hi)] - lo] for e, lo, hi in zip(eligible, bounds[:-1], bounds[1:])]
 
@@ -302,8 +303,7 @@ def _drop_unreleased(chunks, dropped: list[int]):
 
 def _remove_partials(folder: str) -> None:
     """Temporary outputs left by an interrupted run (``.NAME.partial-PID``)."""
-    for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True) + \
-            glob.glob(os.path.join(folder, f"{MANIFEST}.partial-*")):
+    for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True):
         remove_output(path)
 
 
@@ -527,7 +527,7 @@ def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True
     inputs = os.path.join(folder, "recordings")
     if not os.path.isdir(inputs):
         os.makedirs(folder, exist_ok=True)
-        temp = os.path.join(folder, f".recordings.partial-{os.getpid()}")
+        temp = partial_path(inputs)
         remove_output(temp)
         make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0)
         os.replace(temp, inputs)

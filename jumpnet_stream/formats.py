@@ -83,6 +83,11 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
     """Validate an output path before any work starts: known format, writable folder, no clobbering."""
     path = os.fspath(path)
     _extension(path)
+    return check_target(path, overwrite)
+
+
+def check_target(path: str, overwrite: bool = False) -> str:
+    """An output of any kind: its folder exists and is writable, and it is not there unless ``overwrite``."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise JumpnetError(path, f"output folder {parent} does not exist")
@@ -99,6 +104,12 @@ def disk_size(path: str | os.PathLike) -> int:
     if not os.path.isdir(path):
         return os.path.getsize(path)
     return sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(path) for f in files)
+
+
+def partial_path(path: str) -> str:
+    """Where an output is written until it is complete: a hidden sibling, ``.NAME.partial-PID``."""
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f".{name}.partial-{os.getpid()}")
 
 
 def remove_output(path: str) -> None:
@@ -166,8 +177,7 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
     """
     path = check_output(path, overwrite)
     _check_options(path, _extension(path), keys, options)
-    parent, name = os.path.split(os.path.abspath(path))
-    temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
+    temp = partial_path(path)
     remove_output(temp)
     writer = _writer(temp, _extension(path), keys, options)
     writer.provenance = []

@@ -15,7 +15,7 @@ import numpy as np
 
 from .columnar import ColumnarNpzDataset
 from .errors import JumpnetError
-from .formats import DatasetReader, open_dataset
+from .formats import DatasetReader, check_target, open_dataset, partial_path, remove_output
 from .h5 import H5Dataset
 from .legacy import LegacyNpzDataset
 from .npz import ObjectArrayReader, read_header
@@ -230,11 +230,7 @@ def cell_origin(index: int, columns: int, tile: int) -> tuple[int, int]:
 def _check_png_output(out_png: str, overwrite: bool) -> None:
     if not out_png.lower().endswith(".png"):
         raise JumpnetError(out_png, "a contact sheet is written as PNG: name it OUT.png")
-    parent = os.path.dirname(os.path.abspath(out_png))
-    if not os.path.isdir(parent):
-        raise JumpnetError(out_png, f"output folder {parent} does not exist")
-    if os.path.lexists(out_png) and not overwrite:
-        raise JumpnetError(out_png, "output exists (pass --overwrite to replace it)")
+    check_target(out_png, overwrite)
 
 
 def _positions(samples: int, count: int, pick: str, seed: int) -> np.ndarray:
@@ -306,15 +302,13 @@ def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count:
     ok, encoded = cv2.imencode(".png", sheet)
     if not ok:
         raise JumpnetError(out_png, "OpenCV could not encode the sheet as PNG")
-    parent, name = os.path.split(os.path.abspath(out_png))
-    temp = os.path.join(parent, f".{name}.partial-{os.getpid()}")
+    temp = partial_path(out_png)
     try:
         with open(temp, "wb") as f:
             f.write(encoded.tobytes())
         os.replace(temp, out_png)
     except BaseException:
-        if os.path.lexists(temp):
-            os.remove(temp)
+        remove_output(temp)
         raise
     return SheetReport(output=out_png, samples=len(dataset), positions=tuple(int(p) for p in positions), pick=pick,
                        columns=columns, rows=rows, tile=tile, width=width, height=height, positives=positives,

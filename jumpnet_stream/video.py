@@ -55,10 +55,10 @@ class Video:
         if expected is None or self.frames_read >= expected:
             return None
         message = (f"video ends after {self.frames_read} frames, but its container claims {self.claimed_frames} "
-                   "(truncated or corrupt?): kept what decoded")
+                   "(truncated or corrupt?)")
         if strict:
-            raise JumpnetError(self.path, message.replace(": kept what decoded", "") + " (--strict)")
-        return message
+            raise JumpnetError(self.path, f"{message} (--strict)")
+        return f"{message}: kept what decoded"
 
     @property
     def name(self) -> str:

@@ -99,8 +99,7 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
             writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
             buffers.give(chunk["image"])
             bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
-        problem = clip.check_complete(clip.claimed_frames if stop_after is None else min(
-            stop_after + 1, clip.claimed_frames or stop_after + 1), strict=strict)
+        problem = clip.check_complete(total, strict=strict)
         writer.provenance = provenance(writer.rows)
     if problem:
         warnings.warn(f"{clip.path}: {problem}", stacklevel=2)
