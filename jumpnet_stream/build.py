@@ -27,13 +27,15 @@ import numpy as np
 from . import __version__
 from .errors import JumpnetError
 from .export import export
-from .formats import create_dataset, disk_size, open_dataset, partial_path, remove_output
+from .formats import HOLD_LAYOUTS, create_dataset, disk_size, open_dataset, partial_path, remove_output
 from .progress import progress_bar
 from .stages.augment import AugmentOptions, augment
 from .stages.merge import merge, merged_chunks, union_keys
 from .stages.negatives import check_fits, eligible_frames, excluded_frames, write_negatives
-from .stages.preprocess import preprocess
+from .stages.preprocess import PAIRINGS, preprocess
 from .stages.reduce import choose
+from .npz import read_small_array
+from .recording import normalize_keys
 from .video import Video
 
 MANIFEST = "manifest.json"
@@ -57,13 +59,14 @@ class BuildOptions:
     """Every choice a build makes; validated on construction (the config file and the CLI fill it)."""
 
     key: str = "w"                 # the jump key
+    pairing: str = "jump-key"      # what ends a jump: its own key's release, or (seed) any release
     multiplier: int = 2            # augmented copies per positive
     negatives: int = 500           # negatives in total, over all recordings
     radius: int = 2                # frames either side of a positive that are never negatives
     seed: int = 42                 # the negatives' choice, the augmentation and the final shuffle
     keep_unreleased: bool = False  # keep positives whose press was never released (hold NaN)
     legacy: bool = True            # also write final.npz (the seed's format)
-    scalar_hold: bool = False      # final.npz: 0-d hold_duration (numpy >= 2.4 trainers)
+    hold: str = "scalar"           # final.npz: the jump key's hold as a 0-d array, or the seed's vector
     strict: bool = False           # a video that ends before its container's count is an error, not a warning
 
     def __post_init__(self) -> None:
@@ -74,6 +77,10 @@ class BuildOptions:
             raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed!r}")
         if not isinstance(self.key, str) or not self.key:
             raise JumpnetError(None, f"--key must be a key name, not {self.key!r}")
+        if self.pairing not in PAIRINGS:
+            raise JumpnetError(None, f"--pairing must be one of {', '.join(PAIRINGS)}, not {self.pairing!r}")
+        if self.hold not in HOLD_LAYOUTS:
+            raise JumpnetError(None, f"--hold must be one of {', '.join(HOLD_LAYOUTS)}, not {self.hold!r}")
 
 
 OPTION_NAMES = tuple(f.name for f in fields(BuildOptions))
@@ -276,6 +283,9 @@ class BuildReport:
     negatives: int = 0
     ran: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
+    wrote: list[str] = field(default_factory=list)      # outputs this run wrote (names in the folder)
+    unchanged: list[str] = field(default_factory=list)  # outputs of an earlier run, reused as they are
+    removed: list[str] = field(default_factory=list)    # earlier outputs that no longer belong to the build
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
     accounting: dict[str, Any] = field(default_factory=dict)
 
@@ -307,16 +317,30 @@ def _remove_partials(folder: str) -> None:
         remove_output(path)
 
 
+def _check_inputs(recordings: list[Recording], options: BuildOptions) -> None:
+    """What can be refused before any work: missing files, a jump key a keylog does not track, a video
+    that does not open."""
+    for recording in recordings:
+        for path in (recording.raw, recording.video):
+            if not os.path.isfile(path):
+                raise JumpnetError(path, "no such file")
+        keys = normalize_keys(read_small_array(recording.raw, "keys"), recording.raw)
+        if options.key not in keys:
+            raise JumpnetError(recording.raw, f"key '{options.key}' is not in the recording's keys ({', '.join(keys)})")
+        Video(recording.video)
+
+
 def _prepare_folder(folder: str) -> None:
+    """The output folder (and its missing parents) made, or an earlier build's folder checked."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise JumpnetError(folder, "output exists and is not a directory")
     if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, MANIFEST)):
         raise JumpnetError(folder, "output directory is not empty and holds no earlier build (manifest.json): "
                                    "choose a new or empty directory")
-    parent = os.path.dirname(os.path.abspath(folder))
-    if not os.path.isdir(parent):
-        raise JumpnetError(folder, f"output folder {parent} does not exist")
-    os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+    try:
+        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+    except OSError as exc:
+        raise JumpnetError(folder, f"cannot create the output folder: {exc.strerror}") from None
     _remove_partials(folder)
 
 
@@ -330,12 +354,12 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     for recording in recordings:
         same = sum(1 for r in recordings[:len(names)] if r.name == recording.name)
         names.append(recording.name if not same else f"{recording.name}#{same + 1}")
-    if len(set(raw for raw in (os.path.abspath(r.raw) for r in recordings))) != len(recordings):
-        raise JumpnetError(None, "the same keylog is given twice")
+    seen: set[str] = set()
     for recording in recordings:
-        for path in (recording.raw, recording.video):
-            if not os.path.isfile(path):
-                raise JumpnetError(path, "no such file")
+        if os.path.realpath(recording.raw) in seen:
+            raise JumpnetError(recording.raw, "this keylog is given twice")
+        seen.add(os.path.realpath(recording.raw))
+    _check_inputs(recordings, options)
     _prepare_folder(folder)
     manifest = Manifest(folder, fresh=fresh)
     hashes = InputHashes([path for r in recordings for path in (r.raw, r.video)], manifest)
@@ -378,17 +402,19 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
             positive_prints = []
             for recording, name, place in zip(recordings, names, work):
                 def run_preprocess(recording=recording, out=f"{place}.positives.zarr") -> dict:
-                    result = preprocess(recording.raw, out, key=options.key, overwrite=True, quiet=quiet)
+                    result = preprocess(recording.raw, out, key=options.key, pairing=options.pairing,
+                                        overwrite=True, quiet=quiet)
                     return {**result.counts(), "malformed_reasons": result.malformed_reasons,
                             "positives": len(open_dataset(out)),
                             "events": {"jump_press": result.paired + result.unmatched_final_press,
                                        "jump_release": result.paired,
-                                       "auto_repeat_or_other_key_press": result.press_seen - result.paired
-                                       - result.unmatched_final_press,
-                                       "release_without_press": result.release_seen - result.paired,
+                                       "auto_repeat_or_other_key_press": result.repeat_or_other_press,
+                                       "other_key_release_during_jump": result.other_key_release_while_pending,
+                                       "release_without_press": result.release_without_press,
                                        "malformed": result.malformed}}
                 positive_prints.append(stage(
                     f"preprocess {name}", lambda raw=recording.raw: fingerprint("preprocess", options.key,
+                                                                                options.pairing,
                                                                                 hashes[raw]["sha256"]),
                     [f"{place}.positives.zarr"], run_preprocess))
             positives_paths = [f"{place}.positives.zarr" for place in work]
@@ -444,14 +470,18 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
             outputs = {"dataset.zarr": counts["dataset"]}
 
             # 6. the legacy export for the original trainer
+            final = os.path.join(folder, "final.npz")
+            if not options.legacy and os.path.lexists(final):  # an earlier build's: it no longer belongs
+                remove_output(final)
+                report.removed.append("final.npz")
             if options.legacy:
-                final = os.path.join(folder, "final.npz")
-
                 def run_final() -> dict:
-                    result = export(dataset_path, final, scalar_hold=options.scalar_hold, overwrite=True, quiet=quiet)
+                    result = export(dataset_path, final, hold=options.hold, hold_key=options.key, overwrite=True,
+                                    quiet=quiet)
                     return {"samples": result.samples, "bytes": result.bytes, "image_dtype": "float32",
-                            "scalar_hold": options.scalar_hold}
-                stage("final", lambda: fingerprint("final", dataset_print, options.scalar_hold), [final], run_final)
+                            "hold": options.hold, "hold_key": options.key if options.hold == "scalar" else None}
+                stage("final", lambda: fingerprint("final", dataset_print, options.hold, options.key), [final],
+                      run_final)
                 outputs["final.npz"] = counts["final"]
         manifest.data["inputs"] = hashed_inputs(wait=True)
     finally:
@@ -463,6 +493,10 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     report.negatives = report.accounting["dataset"]["negatives"]
     manifest.keep_only(order)
     manifest.data["outputs"] = outputs
+    for name, stage_name in (("dataset.zarr", "dataset"), ("final.npz", "final")):
+        if name in outputs:
+            (report.wrote if stage_name in report.ran else report.unchanged).append(name)
+    report.wrote.append(MANIFEST)
     manifest.data["accounting"] = report.accounting
     manifest.save()
     return report
@@ -472,7 +506,7 @@ def _plan_negatives(recording: Recording, positives: str, radius: int) -> dict[s
     """A recording's video, its frame count, and its eligible frames (away from every positive)."""
     dataset = open_dataset(positives)
     clip = Video(recording.video)
-    check_fits(clip, dataset.column("frame_index"), recording.raw)
+    check_fits(clip, dataset.column("frame_index"), recording.raw, radius)
     frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
     excluded = excluded_frames(dataset.column("frame_index"), radius)
     return {"clip": clip, "frames": frames, "keys": dataset.keys, "eligible": eligible_frames(frames, excluded),
@@ -520,15 +554,20 @@ def _accounting(counts: dict[str, dict], names: list[str], options: BuildOptions
 
 
 def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True) -> BuildReport:
-    """A synthetic recording in ``folder``/recordings, built into ``folder``/build with the defaults."""
+    """A synthetic recording in the recorder's layout (``folder``/collected/demo.npz and
+    ``folder``/recordings/demo_120000.mp4, written once), built into ``folder``/build with the defaults."""
     from .synth import make_recording
 
     folder = os.fspath(folder)
-    inputs = os.path.join(folder, "recordings")
-    if not os.path.isdir(inputs):
+    recording = Recording(os.path.join(folder, "collected", "demo.npz"),
+                          os.path.join(folder, "recordings", "demo_120000.mp4"))
+    if not (os.path.isfile(recording.raw) and os.path.isfile(recording.video)):
         os.makedirs(folder, exist_ok=True)
-        temp = partial_path(inputs)
+        temp = partial_path(os.path.join(folder, "demo"))
         remove_output(temp)
-        make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0)
-        os.replace(temp, inputs)
-    return build(pair_directory(inputs), os.path.join(folder, "build"), quiet=quiet)
+        made = make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0, folders=True)
+        for made_path, path in ((made.npz, recording.raw), (made.video, recording.video)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(made_path, path)
+        remove_output(temp)
+    return build([recording], os.path.join(folder, "build"), quiet=quiet)

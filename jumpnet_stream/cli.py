@@ -32,10 +32,11 @@ Result = tuple[dict, str]
 def cmd_preprocess(args: argparse.Namespace) -> Result:
     from .stages.preprocess import preprocess
 
-    report = preprocess(args.raw, args.output, key=args.key, overwrite=args.overwrite,
-                        scalar_hold=args.scalar_hold, quiet=args.quiet)
+    report = preprocess(args.raw, args.output, key=args.key, pairing=args.pairing, overwrite=args.overwrite,
+                        hold=args.hold, quiet=args.quiet)
     rows = [("entries", report.total), ("presses", report.press_seen), ("releases", report.release_seen),
             ("paired (positives)", report.paired), ("unmatched final press", report.unmatched_final_press),
+            ("another key let go", report.other_key_release_while_pending),
             ("malformed (skipped)", report.malformed)]
     lines = [f"preprocess {args.raw} -> {args.output} (key '{args.key}')"]
     lines += [f"  {label:<24}{value:>8}" for label, value in rows]
@@ -86,19 +87,21 @@ def cmd_augment(args: argparse.Namespace) -> Result:
 def cmd_merge(args: argparse.Namespace) -> Result:
     from .stages.merge import merge
 
-    report = merge(args.inputs, args.output, shuffle=args.shuffle, seed=args.seed, overwrite=args.overwrite,
-                   quiet=args.quiet)
+    report = merge(args.inputs, args.output, shuffle=args.shuffle, seed=args.seed, keys=args.keys,
+                   overwrite=args.overwrite, quiet=args.quiet)
     lines = [f"merge -> {args.output}: {report.written} samples, keys {', '.join(report.keys)}"
              + (f", shuffled (seed {args.seed})" if args.shuffle else "")]
-    lines += [f"  {entry['samples']:>8}  {entry['path']}  (keys {', '.join(entry['keys'])})" for entry in report.inputs]
+    lines += [f"  {entry['samples']:>8}  {path}  (keys {', '.join(entry['keys'])})"
+              for path, entry in zip(args.inputs, report.inputs)]
     return asdict(report), "\n".join(lines)
 
 
 def cmd_export(args: argparse.Namespace) -> Result:
     from .export import export
 
-    report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, scalar_hold=args.scalar_hold,
-                    image_rows=args.rechunk, force=args.force, overwrite=args.overwrite, quiet=args.quiet)
+    report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, hold=args.hold,
+                    hold_key=args.hold_key, image_rows=args.rechunk, keys=args.keys, force=args.force,
+                    overwrite=args.overwrite, quiet=args.quiet)
     return asdict(report), f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB"
 
 
@@ -115,7 +118,7 @@ def cmd_build(args: argparse.Namespace) -> Result:
     if output is None:
         raise JumpnetError(args.config, "no output directory: pass -o DIR (or set output in the config)")
     report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet)
-    return asdict(report), _build_summary(report)
+    return asdict(report), _build_summary(report, output)
 
 
 def cmd_demo(args: argparse.Namespace) -> Result:
@@ -125,12 +128,13 @@ def cmd_demo(args: argparse.Namespace) -> Result:
     report = demo(args.folder, seconds=args.seconds, quiet=args.quiet)
     sheet = os.path.join(args.folder, "sheet.png")
     contact_sheet(os.path.join(report.folder, "dataset.zarr"), sheet, overwrite=True)
-    return asdict(report), (f"{_build_summary(report)}\n  contact sheet            {sheet}\n"
-                            f"look inside: {PROG} inspect {os.path.join(report.folder, 'final.npz')}")
+    built = os.path.join(args.folder, "build")
+    return asdict(report), (f"{_build_summary(report, built)}\n  contact sheet            {sheet}\n"
+                            f"look inside: {PROG} inspect {os.path.join(built, 'final.npz')}")
 
 
-def _build_summary(report) -> str:
-    lines = [f"build -> {report.folder}"]
+def _build_summary(report, folder: str) -> str:
+    lines = [f"build -> {folder}"]
     for name, recording in report.accounting["recordings"].items():
         events, frames = recording["events"], recording["frames"]
         lines.append(f"  {name}: {events['total']} events -> {recording['positives']} positives "
@@ -143,20 +147,22 @@ def _build_summary(report) -> str:
               f"  samples (shuffled)              {report.samples:>8}"]
     if report.reused:
         lines.append(f"  reused from an earlier run: {', '.join(report.reused)}")
-    outputs = [name for name in ("dataset.zarr", "final.npz", "manifest.json")
-               if os.path.exists(os.path.join(report.folder, name))]
-    lines.append(f"  wrote {', '.join(outputs)}")
+    if report.unchanged:
+        lines.append(f"  unchanged from the earlier run: {', '.join(report.unchanged)}")
+    if report.removed:
+        lines.append(f"  removed (no longer part of this build): {', '.join(report.removed)}")
+    lines.append(f"  wrote {', '.join(report.wrote)}")
     return "\n".join(lines)
 
 
 def cmd_inspect(args: argparse.Namespace) -> Result:
     from .inspection import contact_sheet, describe
 
-    summary = describe(args.path, n=args.n)
+    summary = describe(args.path, n=args.n, keys=args.keys)
     counts, text = summary.counts(), summary.text()
     if args.sheet:
         sheet = contact_sheet(args.path, args.sheet, count=args.count, columns=args.columns, pick=args.pick,
-                              seed=args.seed, overwrite=args.overwrite)
+                              seed=args.seed, overwrite=args.overwrite, keys=args.keys)
         counts["sheet"] = asdict(sheet)
         text += (f"\ncontact sheet {args.sheet}: {len(sheet.positions)} samples ({sheet.positives} positive, "
                  f"{sheet.negatives} negative), {sheet.width}x{sheet.height}")
@@ -170,6 +176,32 @@ def cmd_check(args: argparse.Namespace) -> Result:
                         seed=args.seed, quiet=args.quiet)
     args.exit_code = 0 if report.verdict == "ok" else 2  # scripts can tell "suspect" (2) from an error (1)
     return report.counts(), report.text()
+
+
+def _pairing(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--pairing", choices=["jump-key", "seed"], default=default,
+                        help="what ends a jump: the release of the jump key itself (jump-key, the default), or the "
+                        "next release of any key (seed: the original scripts' rule, wrong when keys overlap)")
+
+
+def _hold(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--hold", choices=["scalar", "vector"], default=default,
+                        help="legacy .npz: hold_duration as a 0-d float32 holding the jump key's hold (scalar, the "
+                        "default: the original trainer's float(entry[3]) reads it on every numpy), or the seed's "
+                        "exact vector (vector: numpy < 2.4 trainers and one key only)")
+
+
+def _key_list(text: str) -> list[str]:
+    keys = [k.strip() for k in text.split(",")]
+    if not all(keys):
+        raise argparse.ArgumentTypeError(f"expected comma-separated key names, not {text!r}")
+    return keys
+
+
+def _keys(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--keys", type=_key_list, default=None, metavar="a,s,d,f",
+                        help="the keys of a legacy .npz that holds none (the original scripts' files; default: "
+                        "key0, key1, ... after the vectors' length)")
 
 
 def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
@@ -195,9 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("raw", metavar="RAW.npz", help="recorder keylog (collected/<name>.npz)")
     _common(p)
     p.add_argument("--key", default="w", help="target key (default: w)")
-    p.add_argument("--scalar-hold", action="store_true",
-                   help=".npz output: store hold_duration as a 0-d array, which float() accepts on numpy >= 2.4 "
-                   "(single-key sets only)")
+    _pairing(p, default="jump-key")
+    _hold(p, default="scalar")
     p.set_defaults(run=cmd_preprocess)
 
     p = sub.add_parser("negatives", help="frames away from every jump, from the video: negative samples",
@@ -207,7 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "'reduce' would) and only they are decoded to pixels. Memory stays flat in video length.")
     p.add_argument("video", metavar="VIDEO", help="the recording's video (recordings/<name>_<HHMMSS>.mp4)")
     _common(p)
-    p.add_argument("--positives", required=True, metavar="POS", help="the positives (.zarr or .npz) of this recording")
+    p.add_argument("--positives", required=True, metavar="POS",
+                   help="the positives (.zarr, .npz or .h5) of this recording")
     p.add_argument("--radius", type=int, default=2, help="frames either side of a positive to exclude (default: 2)")
     p.add_argument("--keep", type=int, default=None, metavar="N", help="keep N negatives chosen at random")
     p.add_argument("--seed", type=int, default=42, help="seed of the --keep choice (default: 42)")
@@ -220,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reduce", help="keep N samples chosen at random, in order",
                        description="Stage 5: keep N samples of IN chosen uniformly without replacement (seeded), "
                        "in their original order; all of them if there are fewer. Streams: only chosen rows are read.")
-    p.add_argument("input", metavar="IN", help="dataset (.zarr or .npz)")
+    p.add_argument("input", metavar="IN", help="dataset (.zarr, .npz or .h5)")
     _common(p)
     p.add_argument("--keep", type=int, required=True, metavar="N", help="how many samples to keep")
     p.add_argument("--seed", type=int, default=42, help="seed of the choice (default: 42)")
@@ -231,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "right after it. Per copy, independently: horizontal flip, brightness x U(0.7, 1.3), Gaussian "
                        "noise (sigma 0.02), horizontal shift by -5..5 pixels with zero fill, each with its own "
                        "probability. Seeded: the same input and seed give the same bytes.")
-    p.add_argument("input", metavar="IN", help="dataset (.zarr or .npz), usually the positives")
+    p.add_argument("input", metavar="IN", help="dataset (.zarr, .npz or .h5), usually the positives")
     _common(p)
     p.add_argument("--multiplier", type=int, default=2, help="augmented copies per sample (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
@@ -246,10 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "sorted union of the inputs' keys and every keys_raw/hold_duration vector is remapped to it. "
                        "--shuffle writes a seeded permutation of the whole result, out of core (a temporary spool "
                        "file beside OUT, about a sixth of the images' raw size).")
-    p.add_argument("inputs", nargs="+", metavar="IN", help="datasets (.zarr or .npz)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="datasets (.zarr, .npz or .h5)")
     _common(p)
     p.add_argument("--shuffle", action="store_true", help="shuffle the merged samples")
     p.add_argument("--seed", type=int, default=42, help="seed of the shuffle (default: 42)")
+    _keys(p)
     p.set_defaults(run=cmd_merge)
 
     p = sub.add_parser("export", help="write a dataset as legacy/columnar .npz, .zarr or .h5",
@@ -265,9 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=["legacy", "columnar"], default="legacy", help=".npz layout (default: legacy)")
     p.add_argument("--dtype", choices=["float32", "uint8"], default=None,
                    help="image dtype: float32 in [0, 1] or uint8 (default: float32 for legacy .npz, else uint8)")
-    p.add_argument("--scalar-hold", action="store_true",
-                   help="legacy .npz: hold_duration as a 0-d array, which float() accepts on numpy >= 2.4 "
-                   "(single-key sets only)")
+    _hold(p, default="scalar")
+    p.add_argument("--hold-key", default=None, metavar="KEY",
+                   help="legacy .npz with --hold scalar: whose hold it keeps (default: the key the dataset was built "
+                   "for, from its provenance, or its only key)")
+    _keys(p)
     p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64)")
     p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
     p.set_defaults(run=cmd_export)
@@ -297,8 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep positives whose press was never released (hold NaN)")
     p.add_argument("--no-legacy", dest="legacy", action="store_const", const=False, default=None,
                    help="do not write final.npz")
-    p.add_argument("--scalar-hold", action="store_const", const=True, default=None,
-                   help="final.npz: hold_duration as a 0-d array (numpy >= 2.4 trainers; single key)")
+    _pairing(p, default=None)
+    _hold(p, default=None)
     p.add_argument("--strict", action="store_const", const=True, default=None, help="a video that ends before its "
                    "container's frame count is an error (default: keep what decoded, and warn)")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
@@ -328,6 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which samples: the first, evenly spread, or random (default: first)")
     p.add_argument("--seed", type=int, default=42, help="seed of --pick random (default: 42)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
+    _keys(p)
     _common(p, output=False)
     p.set_defaults(run=cmd_inspect)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import JumpnetError
-from .formats import WriteOptions, check_output, create_dataset, disk_size, open_dataset
+from .formats import WriteOptions, check_output, create_dataset, disk_size, jump_key, open_dataset
 from .store import IMAGE_ROWS
 from .npz import available_memory
 from .progress import progress_bar
@@ -29,12 +29,17 @@ def legacy_load_bytes(samples: int, image_shape: tuple[int, ...], image_dtype: s
 
 
 def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str = "legacy",
-           image_dtype: str | None = None, scalar_hold: bool = False, image_rows: int | None = None,
-           force: bool = False, overwrite: bool = False, quiet: bool = True) -> ExportReport:
-    """Copy ``input`` to ``output`` in the format its extension (and ``layout`` for .npz) names."""
+           image_dtype: str | None = None, hold: str = "scalar", hold_key: str | None = None,
+           image_rows: int | None = None, keys: list[str] | None = None, force: bool = False,
+           overwrite: bool = False, quiet: bool = True) -> ExportReport:
+    """Copy ``input`` to ``output`` in the format its extension (and ``layout`` for .npz) names.
+
+    A legacy .npz keeps one hold per sample by default (``hold="scalar"``): ``hold_key``'s, by default
+    the jump key the dataset was built for (from its provenance) or its only key. ``keys`` names the
+    keys of an input that holds none (the original scripts' files)."""
     input, output = os.fspath(input), os.fspath(output)
     check_output(output, overwrite)
-    dataset = open_dataset(input)
+    dataset = open_dataset(input, keys=keys)
     legacy = output.lower().endswith(".npz") and layout == "legacy"
     if legacy and not force:
         need = legacy_load_bytes(len(dataset), dataset.image_shape, image_dtype or "float32")
@@ -43,7 +48,8 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str =
             raise JumpnetError(output, f"the legacy format is loaded whole by the trainer: about {need >> 20} MB, "
                                        f"more than the {free >> 20} MB available here (use --layout columnar, "
                                        ".zarr or .h5, or --force)")
-    options = WriteOptions(layout=layout, image_dtype=image_dtype, scalar_hold=scalar_hold, rows=len(dataset),
+    options = WriteOptions(layout=layout, image_dtype=image_dtype, hold=hold,
+                           hold_key=hold_key or jump_key(dataset.provenance), rows=len(dataset),
                            image_size=tuple(dataset.image_shape[:2]),
                            image_rows=IMAGE_ROWS if image_rows is None else image_rows)
     bar = progress_bar(len(dataset), f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet)
@@ -52,7 +58,7 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str =
             writer.write(chunk)
             bar.update(len(chunk))
         writer.provenance = [*dataset.provenance, {
-            "stage": "export", "parameters": {"layout": layout, "image_dtype": image_dtype,
-                                              "scalar_hold": scalar_hold, "image_rows": image_rows},
+            "stage": "export", "parameters": {"layout": layout, "image_dtype": image_dtype, "hold": hold,
+                                              "hold_key": options.hold_key, "image_rows": image_rows},
             "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": {"samples": writer.rows}}]
     return ExportReport(samples=len(dataset), bytes=disk_size(output))

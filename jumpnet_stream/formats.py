@@ -26,6 +26,7 @@ from .legacy import LegacyNpzDataset, LegacyNpzWriter
 from .store import IMAGE_ROWS, ZarrDataset, ZarrDatasetWriter
 
 FORMATS = (".zarr", ".npz", ".h5")
+HOLD_LAYOUTS = ("scalar", "vector")
 
 
 class DatasetReader(Protocol):
@@ -64,19 +65,25 @@ def _extension(path: str) -> str:
     return ext
 
 
-def open_dataset(path: str | os.PathLike) -> DatasetReader:
-    """Open any dataset format for streaming reads."""
+def open_dataset(path: str | os.PathLike, keys: list[str] | None = None) -> DatasetReader:
+    """Open any dataset format for streaming reads. ``keys`` names the keys of a legacy .npz that holds
+    none (the original scripts' outputs); a dataset that has keys keeps its own."""
     path = os.fspath(path)
     ext = _extension(path)
     if ext == ".zarr":
         return ZarrDataset(path)
     if ext == ".h5":
         return H5Dataset(path)
-    if os.path.isfile(path) and zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as zf:
-            if "image.npy" in zf.namelist():
-                return ColumnarNpzDataset(path)
-    return LegacyNpzDataset(path)
+    if _is_columnar(path):
+        return ColumnarNpzDataset(path)
+    return LegacyNpzDataset(path, keys=keys)
+
+
+def _is_columnar(path: str) -> bool:
+    if not (os.path.isfile(path) and zipfile.is_zipfile(path)):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return "image.npy" in zf.namelist()
 
 
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
@@ -126,7 +133,8 @@ class WriteOptions:
 
     layout: str = "legacy"            # .npz: the seed's object array, or "columnar" (needs ``rows``)
     image_dtype: str | None = None    # float32 or uint8; default float32 for legacy .npz, else uint8
-    scalar_hold: bool = False         # legacy .npz: hold_duration as a 0-d array (single-key sets)
+    hold: str = "scalar"              # legacy .npz: "scalar" (0-d, the jump key's hold) or "vector" (the seed's)
+    hold_key: str | None = None       # legacy .npz, "scalar": whose hold (default: the only key)
     image_size: tuple[int, int] | None = None  # an empty dataset's image size (else the first chunk's)
     image_rows: int = IMAGE_ROWS      # .zarr: rows per image chunk
     rows: int | None = None           # columnar .npz: the row count, known up front
@@ -136,15 +144,19 @@ class WriteOptions:
             raise JumpnetError(None, f"--layout must be legacy or columnar, not {self.layout}")
         if self.image_dtype not in (None, "float32", "uint8"):
             raise JumpnetError(None, f"--dtype must be float32 or uint8, not {self.image_dtype}")
+        if self.hold not in HOLD_LAYOUTS:
+            raise JumpnetError(None, f"--hold must be one of {', '.join(HOLD_LAYOUTS)}, not {self.hold}")
 
 
 def _check_options(path: str, ext: str, keys: list[str], options: WriteOptions) -> None:
     """Refuse options that the output's format would silently ignore."""
     legacy = ext == ".npz" and options.layout == "legacy"
-    if options.scalar_hold and not legacy:
-        raise JumpnetError(path, "--scalar-hold applies to the legacy .npz layout only")
-    if options.scalar_hold and len(keys) != 1:
-        raise JumpnetError(path, f"--scalar-hold needs a single-key dataset, this one has keys {', '.join(keys)}")
+    if options.hold != "scalar" and not legacy:
+        raise JumpnetError(path, "--hold applies to the legacy .npz layout only")
+    if legacy and options.hold == "scalar" and _hold_index(path, keys, options.hold_key) is None:
+        raise JumpnetError(path, f"the legacy .npz keeps one hold per sample, the jump key's, and which of this "
+                                 f"dataset's keys ({', '.join(keys)}) jumps is not known: write .zarr, then export "
+                                 "it with --hold-key KEY")
     if options.layout == "columnar" and ext != ".npz":
         raise JumpnetError(path, "--layout applies to .npz outputs only")
     if options.image_dtype == "float32" and ext == ".zarr":
@@ -155,7 +167,8 @@ def _check_options(path: str, ext: str, keys: list[str], options: WriteOptions) 
         raise JumpnetError(path, f"--rechunk must be 1 or more, not {options.image_rows}")
 
 
-def _writer(path: str, ext: str, keys: list[str], options: WriteOptions) -> Any:
+def _writer(path: str, ext: str, keys: list[str], options: WriteOptions, name: str) -> Any:
+    """The format's writer at ``path`` (a temporary file); ``name`` is the output as the user named it."""
     shape = (*options.image_size, 3) if options.image_size else None
     if ext == ".zarr":
         return ZarrDatasetWriter(path, keys, shape, image_rows=options.image_rows)
@@ -165,7 +178,39 @@ def _writer(path: str, ext: str, keys: list[str], options: WriteOptions) -> Any:
         if options.rows is None or shape is None:
             raise ValueError("a columnar .npz needs its row count and image size up front")
         return ColumnarNpzWriter(path, keys, options.rows, shape, options.image_dtype or "uint8")
-    return LegacyNpzWriter(path, keys, scalar_hold=options.scalar_hold, image_dtype=options.image_dtype or "float32")
+    hold = _hold_index(name, keys, options.hold_key) if options.hold == "scalar" else None
+    return LegacyNpzWriter(path, keys, hold_index=hold, image_dtype=options.image_dtype or "float32", name=name)
+
+
+def _hold_index(path: str, keys: list[str], hold_key: str | None) -> int | None:
+    """The slot whose hold a scalar-hold legacy file keeps: ``hold_key``'s, or the only key's."""
+    if hold_key is None:
+        return 0 if len(keys) == 1 else None
+    if hold_key not in keys:
+        raise JumpnetError(path, f"hold key {hold_key!r} is not one of the dataset's keys ({', '.join(keys)})")
+    return keys.index(hold_key)
+
+
+def jump_key(provenance: list[dict[str, Any]]) -> str | None:
+    """The jump key of a dataset, from its provenance: the key every preprocess stage behind it paired
+    (None if there is none, or several)."""
+    found: set[str] = set()
+
+    def walk(records: object, depth: int) -> None:
+        if not isinstance(records, list) or depth > 16:
+            return
+        for record in records:
+            if not isinstance(record, dict):
+                continue
+            parameters = record.get("parameters")
+            if record.get("stage") == "preprocess" and isinstance(parameters, dict) \
+                    and isinstance(parameters.get("key"), str):
+                found.add(parameters["key"])
+            for entry in record.get("inputs") or []:
+                if isinstance(entry, dict):
+                    walk(entry.get("provenance"), depth + 1)
+    walk(provenance, 0)
+    return found.pop() if len(found) == 1 else None
 
 
 @contextlib.contextmanager
@@ -179,7 +224,7 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
     _check_options(path, _extension(path), keys, options)
     temp = partial_path(path)
     remove_output(temp)
-    writer = _writer(temp, _extension(path), keys, options)
+    writer = _writer(temp, _extension(path), keys, options, name=path)
     writer.provenance = []
     try:
         yield writer

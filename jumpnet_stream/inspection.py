@@ -17,7 +17,8 @@ from .columnar import ColumnarNpzDataset
 from .errors import JumpnetError
 from .formats import DatasetReader, check_target, open_dataset, partial_path, remove_output
 from .h5 import H5Dataset
-from .legacy import LegacyNpzDataset
+from .keylog import KeylogSummary, describe_keylog
+from .legacy import LegacyNpzDataset, is_keylog_file
 from .npz import ObjectArrayReader, read_header
 from .recording import as_image, entry_fields
 from .stages.reduce import choose
@@ -171,11 +172,15 @@ def positive_holds(hold_duration: np.ndarray) -> np.ndarray:
     return hold_duration.astype(np.float64).max(axis=1)  # max propagates NaN
 
 
-def describe(path: str | os.PathLike, n: int = 5) -> DatasetSummary:
-    """Summarise a dataset of any format reading only its small fields whole and its first ``n`` rows."""
+def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None) -> DatasetSummary | KeylogSummary:
+    """Summarise a dataset of any format reading only its small fields whole and its first ``n`` rows;
+    a recorder keylog is described as one (:func:`keylog.describe_keylog`). ``keys`` names the keys of
+    a legacy .npz that holds none."""
     if n < 0:
         raise JumpnetError(None, f"-n must be 0 or more, not {n}")
-    dataset = open_dataset(path)
+    if os.fspath(path).lower().endswith(".npz") and is_keylog_file(os.fspath(path)):
+        return describe_keylog(path)
+    dataset = open_dataset(path, keys=keys)
     image_shape = tuple(dataset.image_shape)
     format_name, image_dtype = _format_and_dtype(dataset)
     small = _small_columns(dataset, ("label", "hold_duration"))
@@ -264,7 +269,8 @@ def _draw_cell(sheet: np.ndarray, x: int, y: int, tile: int, image: np.ndarray, 
 
 
 def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count: int = 24, columns: int = 6,
-                  pick: str = "first", seed: int = 42, tile: int = 160, overwrite: bool = False) -> SheetReport:
+                  pick: str = "first", seed: int = 42, tile: int = 160, overwrite: bool = False,
+                  keys: list[str] | None = None) -> SheetReport:
     """Draw ``count`` samples of a dataset as a captioned PNG grid, to check a stage's output by eye.
 
     ``pick``: ``first`` (the default), ``spread`` (evenly spaced through the dataset, so an unshuffled
@@ -277,7 +283,7 @@ def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count:
     for name, value in (("count", count), ("columns", columns), ("tile", tile)):
         if value < 1:
             raise JumpnetError(None, f"{name} must be 1 or more, not {value}")
-    dataset = open_dataset(path)
+    dataset = open_dataset(path, keys=keys)
     if not len(dataset):
         raise JumpnetError(dataset.path, "the dataset has no samples to draw")
     positions = _positions(len(dataset), count, pick, seed)

@@ -295,7 +295,9 @@ class ObjectArrayWriter:
     """Writes an npz whose ``name`` member is a pickled object array, appended one row at a time.
 
     Rows are pickled as they come (numpy's layout: an (N, W) array's elements in row order, or an
-    (N,) array of tuples) into a spool file beside the output; :meth:`close` writes the zip.
+    (N,) array of tuples) into a spool file beside the output; :meth:`close` writes the zip. Batches
+    (MARK ... APPENDS) end only between rows, so every row's pickle stands alone: :meth:`read_row`
+    reads one back from the finished file without the rows before it.
     """
 
     def __init__(self, path: str | os.PathLike, *, name: str = "data", width: int | None = 6):
@@ -308,6 +310,8 @@ class ObjectArrayWriter:
         self._buf = io.BytesIO()
         self._pickler = pickle.Pickler(self._buf, protocol=3)
         self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
+        self._spans: dict[str, tuple[int, int]] = {}  # "first"/"last" row: (start, stop) in the spool
+        self._data_start = 0  # where the spool's bytes begin in the member
 
     def _pickled(self, obj: object) -> bytes:
         self._buf.seek(0)
@@ -319,14 +323,18 @@ class ObjectArrayWriter:
         items = row if self.width else (tuple(row),)
         if self.width and len(row) != self.width:
             raise ValueError(f"row has {len(row)} fields, expected {self.width}")
+        if self._items_in_batch == 0:
+            self._spool.write(pickle.MARK)
+        start = self._spool.tell()
         for item in items:
-            if self._items_in_batch == 0:
-                self._spool.write(pickle.MARK)
             self._spool.write(self._pickled(item))
-            self._items_in_batch += 1
-            if self._items_in_batch == _APPENDS_BATCH:
-                self._spool.write(pickle.APPENDS)
-                self._items_in_batch = 0
+        span = (start, self._spool.tell())
+        self._spans.setdefault("first", span)
+        self._spans["last"] = span
+        self._items_in_batch += len(items)
+        if self._items_in_batch >= _APPENDS_BATCH:
+            self._spool.write(pickle.APPENDS)
+            self._items_in_batch = 0
         self.rows += 1
 
     def close(self, arrays: dict[str, np.ndarray] | None = None) -> None:
@@ -338,9 +346,11 @@ class ObjectArrayWriter:
         head, tail = _object_array_pickle_frame(shape)
         try:
             with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+                header = io.BytesIO()
+                npy_format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": shape})
+                self._data_start = len(header.getvalue()) + len(head)  # member bytes before the first row's
                 with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f:
-                    npy_format.write_array_header_1_0(
-                        f, {"descr": "|O", "fortran_order": False, "shape": shape})
+                    f.write(header.getvalue())
                     f.write(head)
                     self._spool.seek(0)
                     shutil.copyfileobj(self._spool, f, 1 << 20)
@@ -351,8 +361,32 @@ class ObjectArrayWriter:
         finally:
             self.discard()
 
+    def read_row(self, which: str) -> object:
+        """The "first" or "last" row of the closed file, read back from its bytes through the
+        restricted unpickler: a (width,) object array as ``np.load`` gives it, or the (N,) array's element."""
+        start, stop = self._spans[which]
+        with open(self.path, "rb") as f:
+            f.seek(_member_data_offset(self.path, f"{self.name}.npy") + self._data_start + start)
+            row = f.read(stop - start)
+        shape = (1, self.width) if self.width else (1,)
+        head, tail = _object_array_pickle_frame(shape)
+        stream = io.BytesIO(b"".join((head, pickle.MARK, row, pickle.APPENDS, tail)))
+        items = list(StreamingUnpickler(stream, len(stream.getvalue()), whole=True).items())
+        return _object_array(items, shape, False)[0]
+
     def discard(self) -> None:
         self._spool.close()
+
+
+def _member_data_offset(path: str, member: str) -> int:
+    """Where a stored (uncompressed) zip member's bytes start in the file."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
 
 
 class _Split:

@@ -55,7 +55,7 @@ class SyncReport:
     frames_counted: int = 0                # frames the decoder delivered
     frames_claimed: int | None = None      # what the container says
     fps: float | None = None
-    past_end: int = 0                      # events whose frame_idx >= frames_counted
+    past_end: int = 0                      # events whose frame_idx > frames_counted (== is after the last frame)
     decreasing_steps: int = 0              # consecutive events whose frame_idx steps back
     largest_step_back: int = 0
     events_per_second: float | None = None  # over the video span the keylog covers (first..last frame)
@@ -223,7 +223,7 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
         report.frames_counted = video.count_frames()
 
     if len(all_frames):
-        report.past_end = int(np.count_nonzero(all_frames >= report.frames_counted))
+        report.past_end = int(np.count_nonzero(all_frames > report.frames_counted))
     _summarise(report, picked, results, offsets)
     _judge(report, max_offset)
     return report

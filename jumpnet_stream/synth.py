@@ -1,8 +1,13 @@
-"""Synthetic recordings in the recorder's exact formats, for tests, benchmarks and the demo.
+"""Synthetic recordings made as the recorder makes them, for tests, benchmarks and the demo.
 
-A scrolling, textured side-on scene with a player that jumps while the first key is held; the video is
-the capture scaled up 2x with the held keys drawn on it (as the recorder's preview), and the keylog
-has one entry per key event with the capture at that frame, auto-repeated presses while a key is held.
+A scrolling, textured side-on scene with a player that jumps while the first key is held. The recorder
+(``Data_scrap_tool.py`` and ``capture.py``/``data_collector.py`` beside it) writes, per loop of capture,
+drawing and ``sleep(1/30)`` (so the real rate is below the labelled 30 fps), one video frame: the 227x227
+capture with a green ``"<key>↓"`` drawn at ``(5 + 50 * i, 20)`` for every tracked key ``i`` held, scaled
+up 2x with INTER_NEAREST, mp4v. A keyboard listener logs every event (the OS's auto-repeated presses
+too) with a fresh, clean capture and ``frame_idx`` = the frames written so far: the frame with that
+index is the first captured after the event, and an event after the last frame names the frame count.
+``prev_interval`` is the time since the last release on a press (0.0 before the first), 0.0 on a release.
 Everything follows from the seed.
 """
 
@@ -17,7 +22,9 @@ import numpy as np
 
 from .npz import ObjectArrayWriter
 
-FPS = 30.0
+FPS = 30.0  # what the container is labelled
+CAPTURE_PERIOD = 1 / FPS + 0.004  # the recorder's real loop: capture and drawing, then sleep(1/30)
+LABEL_GREEN = (0, 255, 0)  # the key label's colour (the same in BGR and RGB)
 REPEAT_DELAY = 0.5  # seconds before the OS starts repeating a held key's press
 REPEAT_RATE = 30.0  # repeated presses per second while held
 
@@ -81,24 +88,23 @@ class Scene:
         return np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def _key_intervals(rng: np.random.Generator, frames: int, main: bool) -> list[tuple[float, float]]:
-    """Press/release times (seconds) of one key, never overlapping."""
-    end = frames / FPS
+def _key_intervals(rng: np.random.Generator, end: float, main: bool) -> list[tuple[float, float]]:
+    """Press/release times (seconds, before ``end``) of one key, never overlapping."""
     t = float(rng.uniform(0.2, 1.0))
     out = []
     while True:
         hold = float(rng.choice([rng.uniform(0.08, 0.45), rng.uniform(0.55, 1.6)], p=[0.7, 0.3]))
-        if t + hold >= end - 1 / FPS:
+        if t + hold >= end:
             return out
         out.append((t, t + hold))
         t += hold + float(rng.exponential(1.2 if main else 3.0)) + 0.1
 
 
-def _events(rng: np.random.Generator, frames: int, keys: Sequence[str]) -> list[tuple[float, str, int]]:
+def _events(rng: np.random.Generator, end: float, keys: Sequence[str]) -> list[tuple[float, str, int]]:
     """(time, phase, key index) of every event, auto-repeats included, in time order."""
     events = []
     for k in range(len(keys)):
-        for start, stop in _key_intervals(rng, frames, k == 0):
+        for start, stop in _key_intervals(rng, end, k == 0):
             events.append((start, "press", k))
             repeat = start + REPEAT_DELAY
             while repeat < stop:
@@ -109,15 +115,20 @@ def _events(rng: np.random.Generator, frames: int, keys: Sequence[str]) -> list[
     return events
 
 
+def frames_before(t: float) -> int:
+    """Frames the recorder has written before time ``t``: frame ``f`` is captured at ``f * CAPTURE_PERIOD``."""
+    return int(np.ceil(t / CAPTURE_PERIOD))
+
+
 def _entries(events: list[tuple[float, str, int]], keys: Sequence[str]) -> Iterator[tuple]:
     """Recorder entries without images: (prev_interval, multi_hot, hold_durations, phase, frame_idx)."""
     held: dict[int, float] = {}
-    last_release = 0.0
+    last_release: float | None = None
     for t, phase, k in events:
         holds = np.zeros(len(keys), np.float32)
         if phase == "press":
             held.setdefault(k, t)
-            prev = t - last_release
+            prev = 0.0 if last_release is None else t - last_release
         else:
             if k not in held:
                 continue
@@ -129,7 +140,7 @@ def _entries(events: list[tuple[float, str, int]], keys: Sequence[str]) -> Itera
             last_release = t
         multi_hot = np.zeros(len(keys), np.float32)
         multi_hot[list(held)] = 1.0
-        yield prev, multi_hot, holds, phase, int(t * FPS)
+        yield prev, multi_hot, holds, phase, frames_before(t)
 
 
 def _wrinkle(entry: list, rng: np.random.Generator) -> list:
@@ -168,8 +179,9 @@ def _malformed(rng: np.random.Generator, keys: Sequence[str], size: int) -> tupl
 def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: float = 60.0,
                    keys: Sequence[str] = ("w",), seed: int = 0, capture: int = 227, video: bool = True,
                    layout: str = "rows", writer: str = "stream", wrinkles: bool = False,
-                   old_keys: bool = False, malformed: int = 0) -> SyntheticRecording:
-    """Write ``<name>.npz`` (keylog) and ``<name>_120000.mp4`` (preview video) into ``out_dir``.
+                   old_keys: bool = False, malformed: int = 0, folders: bool = False) -> SyntheticRecording:
+    """Write ``<name>.npz`` (keylog) and ``<name>_120000.mp4`` (preview video) into ``out_dir``, or, with
+    ``folders``, into the recorder's ``out_dir/collected/`` and ``out_dir/recordings/``.
 
     ``layout``: "rows" gives ``data`` shape (N, 6), "tuples" (N,) of tuples. ``writer``: "stream" writes
     entry by entry (any length); "numpy" builds the array and calls ``np.savez`` exactly as the recorder
@@ -178,15 +190,18 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
     """
     if layout not in ("rows", "tuples") or writer not in ("stream", "numpy"):
         raise ValueError("layout is rows|tuples, writer is stream|numpy")
-    os.makedirs(out_dir, exist_ok=True)
+    keylog_dir = os.path.join(out_dir, "collected") if folders else os.fspath(out_dir)
+    video_dir = os.path.join(out_dir, "recordings") if folders else os.fspath(out_dir)
+    for folder in (keylog_dir, video_dir):
+        os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(seed)
-    frames = max(1, int(round(seconds * FPS)))
-    events = _events(rng, frames, keys)
-    main_presses = [(int(t0 * FPS), int(t1 * FPS)) for t0, t1 in _pairs(events)]
+    frames = max(1, int(seconds / CAPTURE_PERIOD))
+    events = _events(rng, frames * CAPTURE_PERIOD, keys)
+    main_presses = [(frames_before(t0), frames_before(t1)) for t0, t1 in _pairs(events)]
     jumps = [(start, max(10, int(12 + 0.6 * (stop - start)))) for start, stop in main_presses]
     scene = Scene(capture, seed, jumps)
-    npz_path = os.path.join(out_dir, f"{name}.npz")
-    video_path = os.path.join(out_dir, f"{name}_120000.mp4") if video else None
+    npz_path = os.path.join(keylog_dir, f"{name}.npz")
+    video_path = os.path.join(video_dir, f"{name}_120000.mp4") if video else None
 
     entries = list(_entries(events, keys))
     bad_at = set(rng.choice(len(entries) + malformed, size=malformed, replace=False).tolist()) if malformed else set()
@@ -198,13 +213,14 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
         if not out.isOpened():
             raise RuntimeError(f"{video_path}: OpenCV cannot write mp4v video here")
     position = 0
-    shown: list[str] = []  # keys held now, as the recorder's overlay shows them
-    for f in range(frames if video_path else (entries[-1][4] + 1 if entries else 0)):
+    held = np.zeros(len(keys), bool)  # keys held now: what the frame's label shows
+    last = frames if video_path else (entries[-1][4] if entries else 0)
+    for f in range(last + 1):  # events with frame_idx f come before frame f (f == frames: after the last)
         here = []
         while position < len(entries) and entries[position][4] == f:
             here.append(entries[position])
             position += 1
-        if not here and out is None:
+        if not here and (out is None or f == frames):
             continue
         capture_rgb = scene.render(f)
         image = capture_rgb.astype(np.float32) / np.float32(255)
@@ -213,14 +229,9 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
                 sink.add(_malformed(rng, keys, capture))
             entry = [image, prev, multi_hot, holds, phase, frame]
             sink.add(tuple(_wrinkle(entry, rng) if wrinkles else entry))
-        if here:
-            shown = [keys[j] for j in range(len(keys)) if here[-1][1][j] > 0]
-        if out is not None:
-            bgr = cv2.cvtColor(cv2.resize(capture_rgb, (2 * capture, 2 * capture), interpolation=cv2.INTER_LINEAR),
-                               cv2.COLOR_RGB2BGR)
-            cv2.putText(bgr, f"f{f} keys: {' '.join(shown)}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                        (255, 255, 255), 1, cv2.LINE_AA)
-            out.write(bgr)
+            held = multi_hot > 0
+        if out is not None and f < frames:
+            out.write(preview_frame(capture_rgb, keys, held))
     while sink.count in bad_at:
         sink.add(_malformed(rng, keys, capture))
     if out is not None:
@@ -228,6 +239,17 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
     key_array = np.array([list(keys)], dtype=object) if old_keys else np.array(list(keys))
     sink.close(key_array)
     return SyntheticRecording(npz_path, video_path, tuple(keys), frames, sink.count)
+
+
+def preview_frame(capture_rgb: np.ndarray, keys: Sequence[str], held: np.ndarray) -> np.ndarray:
+    """The recorder's video frame (BGR): the capture with a green ``"<key>↓"`` for every held key ``i``
+    at ``(5 + 50 * i, 20)`` (OpenCV draws the arrow as ``?``), scaled up 2x with INTER_NEAREST."""
+    small = cv2.cvtColor(capture_rgb, cv2.COLOR_RGB2BGR)
+    for i, key in enumerate(keys):
+        if held[i]:
+            cv2.putText(small, f"{key}\u2193", (5 + i * 50, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, LABEL_GREEN, 2)
+    side = (2 * small.shape[1], 2 * small.shape[0])
+    return cv2.resize(small, side, interpolation=cv2.INTER_NEAREST)
 
 
 def _pairs(events: list[tuple[float, str, int]]) -> Iterator[tuple[float, float]]:

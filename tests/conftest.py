@@ -7,12 +7,25 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from jumpnet_stream.synth import make_recording  # noqa: E402
+
+# Property tests: CI runs the "ci" profile, a fixed seed (the same examples every run: nothing flaky reaches
+# it); locally, HYPOTHESIS_PROFILE=wide draws new examples on every run, five times as many.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("wide", derandomize=False, print_blob=True)
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+settings.load_profile(PROFILE)
+
+
+def examples(n: int) -> int:
+    """A property test's example count for the loaded profile."""
+    return n * 5 if PROFILE == "wide" else n
 
 
 def run_cli(*args: str, cwd: str | None = None) -> subprocess.CompletedProcess:

@@ -1,4 +1,5 @@
-"""The seed's preprocess, re-done plainly from SPEC 2.1 over ``np.load``: the oracle for our stage.
+"""The seed's preprocess, re-done plainly over ``np.load``: the oracle for our stage, with both rules for what
+ends a jump (the seed's: the next release of any key; the default: the release that lets go of the jump key).
 
 Only for files the tests generated themselves (``allow_pickle=True`` is never used on user files).
 """
@@ -34,13 +35,14 @@ def load_keys(path):
         return [k.decode() if isinstance(k, bytes) else str(k) for k in np.ravel(z["keys"])]
 
 
-def seed_preprocess(path, key):
+def seed_preprocess(path, key, pairing="jump-key"):
     """(positives, counts): positives as (image float, keys_raw, hold, frame_idx) tuples."""
     keys = load_keys(path)
     t = keys.index(key)
     with np.load(path, allow_pickle=True) as z:
         data = z["data"]
-    counts = dict(total=len(data), press_seen=0, release_seen=0, paired=0, unmatched_final_press=0, malformed=0)
+    counts = dict(total=len(data), press_seen=0, release_seen=0, paired=0, unmatched_final_press=0, malformed=0,
+                  other_key_release_while_pending=0)
     positives, pending = [], None
     for entry in data:
         try:
@@ -61,7 +63,9 @@ def seed_preprocess(path, key):
                 pending = (image, multi_hot, frame)
         else:
             counts["release_seen"] += 1
-            if pending is not None:
+            if pending is not None and pairing == "jump-key" and multi_hot[t] > 0.5:
+                counts["other_key_release_while_pending"] += 1
+            elif pending is not None:
                 hold = np.zeros(len(keys), np.float32)
                 hold[t] = holds[t]
                 positives.append((pending[0], pending[1], hold, pending[2]))

@@ -233,10 +233,15 @@ def test_npz_without_data_or_keys(game, tmp_path, missing, other):
 
 
 def test_dataset_without_keys(game, tmp_path):
+    """A legacy dataset without keys reads with keys named after its vectors (key0, ...) or given with --keys;
+    one of ours whose scalar holds name a key (its provenance says which) needs that key among them."""
     _, _, legacy = game
     path = rezip(legacy, tmp_path / "no_keys.npz", keys=None)
     out = tmp_path / "out.h5"
-    assert_refused(cli("export", path, "-o", out), path, "npz has no 'keys' array", outputs=[out])
+    assert_refused(cli("export", path, "-o", out), path, "holds the hold of key 'w' only", "pass --keys",
+                   outputs=[out])
+    assert_ok(cli("export", path, "-o", out, "--keys", "w,a", "--json"))
+    assert open_dataset(out).keys == ["w", "a"]
 
 
 @pytest.mark.parametrize("data,problem", [
@@ -292,7 +297,7 @@ def test_malformed_entries_are_counted_and_skipped(tmp_path):
     out = tmp_path / "positives.zarr"
     counts = assert_ok(cli("preprocess", path, "-o", out, "--json"))
     assert counts == {"total": len(entries), "press_seen": 2, "release_seen": 2, "paired": 2,
-                      "unmatched_final_press": 0, "malformed": len(BAD_ENTRIES)}
+                      "unmatched_final_press": 0, "malformed": len(BAD_ENTRIES), "other_key_release_while_pending": 0}
     written = open_dataset(out)
     assert written.column("frame_index").tolist() == [10, 20]
     reasons = written.provenance[0]["counts"]["dropped"]["malformed"]

@@ -103,6 +103,13 @@ def test_build_counts_add_up(sessions, tmp_path):
         assert data.shape == (len(dataset), 6) and list(z["keys"]) == ["a", "w"]
         assert sorted(float(entry[1]) for entry in data) == sorted(labels.tolist())
         assert data[0][0].dtype == np.float32 and data[0][0].shape == (227, 227, 3)
+        for entry in data:  # the original trainer's access pattern, on a two-key set, on this numpy
+            pixels = (entry[0] * 255).clip(0, 255).astype(np.uint8)
+            assert pixels.shape == (227, 227, 3)
+            assert float(entry[3]) == entry[3].flatten()[0]
+    holds = dataset.column("hold_duration")[:, 1]  # 'w', the jump key
+    with np.load(tmp_path / "out" / "final.npz", allow_pickle=True) as z:
+        assert sorted(float(entry[3]) for entry in z["data"]) == sorted(holds.tolist())
 
 
 def test_unreleased_presses_are_left_out_and_counted(tmp_path):
@@ -219,6 +226,56 @@ def test_build_input_errors(sessions, tmp_path, case, message):
         BuildOptions(negatives=-1)
 
 
+def test_a_build_folder_never_lies(sessions, tmp_path):
+    """--no-legacy after a legacy build removes final.npz (and says so); a rerun says what it reused, not 'wrote'."""
+    out = tmp_path / "a" / "b" / "out"  # missing parents are made
+    first = run_cli("build", str(sessions), "-o", str(out), "--negatives", "20", "--multiplier", "1")
+    assert first.returncode == 0, first.stderr
+    assert "wrote dataset.zarr, final.npz, manifest.json" in first.stdout
+    again = run_cli("build", str(sessions), "-o", str(out), "--negatives", "20", "--multiplier", "1")
+    assert "unchanged from the earlier run: dataset.zarr, final.npz" in again.stdout
+    assert "wrote manifest.json" in again.stdout and "wrote dataset.zarr" not in again.stdout
+    no_legacy = run_cli("build", str(sessions), "-o", str(out), "--negatives", "20", "--multiplier", "1",
+                        "--no-legacy", "--json")
+    report = json.loads(no_legacy.stdout)
+    assert report["removed"] == ["final.npz"] and report["unchanged"] == ["dataset.zarr"]
+    assert not (out / "final.npz").exists()
+    assert "final.npz" not in json.loads((out / "manifest.json").read_text())["outputs"]
+
+
+def test_a_failed_build_keeps_what_finished(sessions, tmp_path):
+    """A stage that fails leaves every finished stage reusable: the same build again redoes none of them."""
+    folder = tmp_path / "in"
+    shutil.copytree(sessions, folder)
+    short = folder / "recordings" / "beta_120000.mp4"  # beta's video swapped for a far shorter one
+    make_recording(tmp_path / "short", name="beta", seconds=1, keys=("w",), seed=1)
+    shutil.copy(tmp_path / "short" / "beta_120000.mp4", short)
+    out = tmp_path / "out"
+    for attempt in range(2):
+        result = run_cli("build", str(folder), "-o", str(out), "--negatives", "20")
+        assert result.returncode == 1 and "is the keylog from another recording?" in result.stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert {"preprocess alpha", "preprocess beta"} <= set(manifest["stages"])
+        stamps = {p: os.path.getmtime(out / "work" / p) for p in os.listdir(out / "work")}
+        if attempt == 1:
+            assert stamps == earlier, "the second, identical build redid finished stages"
+        earlier = stamps
+    shutil.copy(sessions / "recordings" / "beta_120000.mp4", short)
+    fixed = json.loads(run_cli("build", str(folder), "-o", str(out), "--negatives", "20", "--json").stdout)
+    assert {"preprocess alpha", "preprocess beta"} <= set(fixed["reused"])
+
+
+def test_options_and_inputs_refused_before_any_work(sessions, tmp_path):
+    alpha = str(sessions / "collected" / "alpha.npz")
+    video = str(sessions / "recordings" / "alpha_120000.mp4")
+    twice = run_cli("build", "--recording", alpha, "--video", video, "--recording", alpha, "--video", video,
+                    "-o", str(tmp_path / "out"))
+    assert twice.returncode == 1 and f"{alpha}: this keylog is given twice" in twice.stderr
+    key = run_cli("build", str(sessions), "-o", str(tmp_path / "out"), "--key", "q")
+    assert key.returncode == 1 and "key 'q' is not in the recording's keys (w)" in key.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_demo_then_inspect(tmp_path):
     demo = run_cli("demo", str(tmp_path / "demo"), "--seconds", "8")
     assert demo.returncode == 0, demo.stderr
@@ -230,3 +287,5 @@ def test_demo_then_inspect(tmp_path):
     assert summary["samples"] == manifest["accounting"]["dataset"]["samples"]
     assert summary["negatives"] == manifest["accounting"]["dataset"]["negatives"]
     assert len(summary["previews"]) == 2
+    assert (tmp_path / "demo" / "collected" / "demo.npz").is_file()  # the recorder's layout
+    assert (tmp_path / "demo" / "recordings" / "demo_120000.mp4").is_file()

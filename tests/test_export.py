@@ -102,7 +102,8 @@ def test_columnar_export_larger_than_memory_cap(tmp_path):
         assert z["image"].shape == (2600, 227, 227, 3) and z["frame_index"][-1] == 2599
 
 
-@pytest.mark.parametrize("target,args", [("e.zarr", []), ("e.h5", []), ("e.npz", []), ("c.npz", ["--layout", "columnar"])])
+@pytest.mark.parametrize("target,args", [("e.zarr", []), ("e.h5", []), ("e.npz", ["--hold-key", "a"]),
+                                         ("c.npz", ["--layout", "columnar"])])
 def test_empty_dataset_exports_and_reads_back(tmp_path, target, args):
     with create_dataset(tmp_path / "empty.zarr", ["w", "a"]):
         pass
@@ -118,8 +119,8 @@ def test_empty_dataset_exports_and_reads_back(tmp_path, target, args):
 
 @pytest.mark.parametrize("target,args,message", [
     ("x.zarr", ["--dtype", "float32"], "the .zarr store keeps uint8 images"),
-    ("x.h5", ["--scalar-hold"], "--scalar-hold applies to the legacy .npz layout only"),
-    ("x.npz", ["--scalar-hold"], "--scalar-hold needs a single-key dataset, this one has keys a, s, d, f"),
+    ("x.h5", ["--hold", "vector"], "--hold applies to the legacy .npz layout only"),
+    ("x.npz", ["--hold-key", "q"], "hold key 'q' is not one of the dataset's keys (a, s, d, f)"),
     ("x.h5", ["--layout", "columnar"], "--layout applies to .npz outputs only"),
     ("x.zarr", ["--rechunk", "0"], "--rechunk must be 1 or more, not 0"),
     ("x.npz", ["--rechunk", "8"], "--rechunk applies to .zarr outputs only"),
@@ -129,6 +130,28 @@ def test_options_that_do_not_apply_are_refused(source, tmp_path, target, args, m
     result = run_cli("export", str(path), "-o", str(tmp_path / target), *args)
     assert result.returncode == 1 and message in result.stderr and "partial" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and not list(tmp_path.iterdir())
+
+
+def test_legacy_export_of_a_multi_key_set_is_what_the_trainer_reads(source, tmp_path):
+    """The default legacy export works for any number of keys: each hold is a 0-d float32 of the jump key's
+    hold (here 'a', from the dataset's provenance), which float() and flatten()[0] accept on every numpy."""
+    path, original = source
+    result = run_cli("export", str(path), "-o", str(tmp_path / "final.npz"))
+    assert result.returncode == 0, result.stderr
+    with np.load(tmp_path / "final.npz", allow_pickle=True) as z:  # our own output, as the trainer loads it
+        data = z["data"]
+    holds = [float(entry[3]) for entry in data]
+    assert holds == [entry[3].flatten()[0] for entry in data]
+    np.testing.assert_array_equal(holds, original["hold_duration"][:, 0])  # 'a' is the first key
+    assert open_dataset(tmp_path / "final.npz").provenance[-2]["parameters"]["hold_key"] == "a"
+
+
+def test_legacy_export_without_a_known_jump_key_asks_for_one(tmp_path):
+    with create_dataset(tmp_path / "two.zarr", ["w", "a"]):
+        pass
+    result = run_cli("export", str(tmp_path / "two.zarr"), "-o", str(tmp_path / "two.npz"))
+    assert result.returncode == 1 and "export it with --hold-key KEY" in result.stderr
+    assert not (tmp_path / "two.npz").exists()
 
 
 def test_large_columnar_file_reads_back(tmp_path):

@@ -95,11 +95,11 @@ def test_multi_key_holds_and_unreleased_presses(recordings, tmp_path):
     holds = np.concatenate([data["hold_duration"][:n_w, union.index("w")],
                             data["hold_duration"][n_w:, union.index("s")]]).astype(np.float64)
     holds[7] = np.nan  # a press never released, written by the real writer
-    with create_dataset(tmp_path / "nan.npz", union) as writer:
+    with create_dataset(tmp_path / "nan.zarr", union) as writer:
         column = data["hold_duration"].copy()
         column[7, union.index("w")] = np.nan
         writer.write(Chunk({**data.columns, "hold_duration": column}))
-    summary = describe(tmp_path / "nan.npz", n=8)
+    summary = describe(tmp_path / "nan.zarr", n=8)
     released = holds[~np.isnan(holds)]
     assert (summary.positives, summary.hold.released, summary.hold.unreleased) == (len(data), len(released), 1)
     np.testing.assert_allclose([summary.hold.min, summary.hold.max, summary.hold.mean, summary.hold.std],
@@ -215,3 +215,50 @@ def test_contact_sheet_refusals(sets, tmp_path):
     with pytest.raises(JumpnetError, match="no such zarr store"):
         contact_sheet(tmp_path / "missing.zarr", tmp_path / "x.png")
     assert sorted(os.listdir(tmp_path)) == ["sheet.png"]
+
+
+def test_a_keylog_is_described_as_a_keylog(recordings, tmp_path):
+    """inspect on a recorder keylog counts its events per key; other commands refuse it as a dataset."""
+    from conftest import run_cli
+    from seed_reference import seed_preprocess
+    rec = recordings["multi_tuples_stream"]  # keys w, a, d; wrinkled; 3 malformed entries
+    summary = describe(rec.npz)
+    assert summary.format == "recorder keylog" and summary.keys == ["w", "a", "d"]
+    assert summary.entries == summary.events + summary.malformed and summary.malformed == 3
+    assert summary.events == summary.presses + summary.releases
+    _, counts = seed_preprocess(rec.npz, "w")
+    w = summary.per_key["w"]
+    assert w.went_down == counts["paired"] + counts["unmatched_final_press"]
+    assert sum(s.releases for s in summary.per_key.values()) == summary.releases
+    assert summary.presses == summary.repeat_presses + sum(s.went_down for s in summary.per_key.values())
+    assert 0 < w.hold_stats()["min"] <= w.hold_stats()["mean"] <= w.hold_stats()["max"]
+    shown = run_cli("inspect", rec.npz, "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["per_key"]["w"]["went_down"] == w.went_down
+    text = run_cli("inspect", rec.npz).stdout
+    assert "(recorder keylog: events, not samples" in text and "presses (jumps)" in text
+    refused = run_cli("export", rec.npz, "-o", str(tmp_path / "x.zarr"))
+    assert refused.returncode == 1 and "is a recorder keylog (events), not a dataset" in refused.stderr
+
+
+def test_files_of_the_original_scripts_hold_only_data(sets, tmp_path):
+    """The seed's own outputs (PAug.npz, final.npz) hold only 'data': their keys are key0.. or --keys."""
+    from conftest import run_cli
+    data = read_all(sets / "plain.zarr").take(slice(0, 10))
+    entries = np.empty((10, 6), dtype=object)
+    for i in range(10):
+        entries[i] = (data["image"][i] / np.float32(255), float(data["label"][i]), data["keys_raw"][i],
+                      data["hold_duration"][i], "press", int(data["frame_index"][i]))
+    np.savez(tmp_path / "final.npz", data=entries)  # as the seed's Data_merge_final.py writes it
+    assert describe(tmp_path / "final.npz").keys == ("key0", "key1")
+    assert describe(tmp_path / "final.npz", keys=["a", "w"]).keys == ("a", "w")
+    result = run_cli("export", str(tmp_path / "final.npz"), "-o", str(tmp_path / "back.zarr"), "--keys", "a,w")
+    assert result.returncode == 0, result.stderr
+    back = read_all(tmp_path / "back.zarr")
+    assert open_dataset(tmp_path / "back.zarr").keys == ["a", "w"]
+    for name in ("image", "label", "keys_raw", "hold_duration", "frame_index"):
+        np.testing.assert_array_equal(back[name], data[name], err_msg=name)
+    merged = run_cli("merge", str(tmp_path / "final.npz"), str(sets / "pos.zarr"), "-o", str(tmp_path / "m.zarr"),
+                     "--keys", "a,w", "--json")
+    assert merged.returncode == 0, merged.stderr
+    assert json.loads(merged.stdout)["keys"] == ["a", "w"]

@@ -48,27 +48,30 @@ def test_shuffle_is_a_seeded_permutation(two_sets, tmp_path):
     w_path, asdf_path = two_sets
     merge([w_path, asdf_path], tmp_path / "plain.zarr")
     merge([w_path, asdf_path], tmp_path / "s1.zarr", shuffle=True, seed=3)
-    merge([w_path, asdf_path], tmp_path / "s1again.npz", shuffle=True, seed=3)
+    merge([w_path, asdf_path], tmp_path / "s1again.h5", shuffle=True, seed=3)
     merge([w_path, asdf_path], tmp_path / "s2.zarr", shuffle=True, seed=4)
-    plain, s1, again, s2 = (read_all(tmp_path / n) for n in ("plain.zarr", "s1.zarr", "s1again.npz", "s2.zarr"))
+    plain, s1, again, s2 = (read_all(tmp_path / n) for n in ("plain.zarr", "s1.zarr", "s1again.h5", "s2.zarr"))
     order = np.random.default_rng(3).permutation(len(plain))
     for name in plain.fields:
         np.testing.assert_array_equal(s1[name], plain[name][order])
-        if name != "source":  # the legacy format keeps no source
-            np.testing.assert_array_equal(again[name], s1[name])
+        np.testing.assert_array_equal(again[name], s1[name])
     assert not np.array_equal(s2["frame_index"], s1["frame_index"])
     assert sorted(s2["frame_index"].tolist()) == sorted(plain["frame_index"].tolist())
 
 
 def test_cli_and_errors(two_sets, tmp_path):
     w_path, asdf_path = two_sets
-    result = run_cli("merge", str(w_path), str(asdf_path), "-o", str(tmp_path / "m.npz"), "--shuffle", "--json")
+    result = run_cli("merge", str(w_path), str(asdf_path), "-o", str(tmp_path / "m.npz"), "--shuffle")
+    assert result.returncode == 1 and "which of this dataset's keys (a, d, f, s, w) jumps is not known" in result.stderr
+    assert not (tmp_path / "m.npz").exists()  # positives of two jump keys: the trainer's one hold is ambiguous
+    result = run_cli("merge", str(w_path), str(w_path), "-o", str(tmp_path / "m.npz"), "--shuffle", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
-    assert summary["keys"] == ["a", "d", "f", "s", "w"]
+    assert summary["keys"] == ["w"]
     assert summary["written"] == sum(entry["samples"] for entry in summary["inputs"])
     with np.load(tmp_path / "m.npz", allow_pickle=True) as z:  # our own output: the trainer's loader
         assert z["data"].shape == (summary["written"], 6) and z["keys"].tolist() == summary["keys"]
+        assert all(float(entry[3]) == entry[3].flatten()[0] for entry in z["data"])
     result = run_cli("merge", str(w_path), str(tmp_path / "missing.zarr"), "-o", str(tmp_path / "x.zarr"))
     assert result.returncode == 1 and "missing.zarr: no such zarr store" in result.stderr
     assert not (tmp_path / "x.zarr").exists()

@@ -73,7 +73,7 @@ def test_keep_equals_reduce_of_all(game, tmp_path):
         np.testing.assert_array_equal(a[name], b[name])
     assert len(a) == 50 and np.all(np.diff(a["frame_index"]) > 0)
     assert reduced.total == kept.eligible and kept.not_chosen == kept.eligible - 50
-    assert kept.excluded + kept.eligible == 240  # every claimed frame accounted for
+    assert kept.excluded + kept.eligible == rec.frames  # every claimed frame accounted for
     other = negatives(rec.video, tmp_path / "other.zarr", positives=positives, keep=50, seed=8)
     assert other.written == 50
     assert read_all(tmp_path / "other.zarr")["frame_index"].tolist() != a["frame_index"].tolist()
@@ -105,7 +105,7 @@ def test_reduce_keeps_order_and_provenance(game, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"total": total, "kept": 30, "dropped": total - 30}
     reduced = open_dataset(tmp_path / "r.npz")
-    assert [p["stage"] for p in reduced.provenance] == ["negatives", "reduce"]
+    assert [p["stage"] for p in reduced.provenance] == ["negatives", "reduce", "legacy npz"]
     frames = read_all(tmp_path / "r.npz")["frame_index"]
     assert len(frames) == 30 and np.all(np.diff(frames) > 0)
 
@@ -116,8 +116,8 @@ def test_cli_negatives_json_and_errors(game, tmp_path):
                      "--keep", "40", "--json")
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
-    assert counts["written"] == 40 and counts["frames_claimed"] == 240
-    assert counts["excluded"] + counts["eligible"] == 240
+    assert counts["written"] == 40 and counts["frames_claimed"] == rec.frames
+    assert counts["excluded"] + counts["eligible"] == rec.frames
     result = run_cli("negatives", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "m.zarr"),
                      "--positives", str(positives))
     assert result.returncode == 1 and "missing.mp4: no such file" in result.stderr

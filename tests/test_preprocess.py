@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -21,13 +22,14 @@ def read_all(path) -> Chunk:
     return Chunk.concat(list(open_dataset(path).chunks(rows=17)))
 
 
+@pytest.mark.parametrize("pairing", ["jump-key", "seed"])
 @pytest.mark.parametrize("ext", [".zarr", ".npz"])
 @pytest.mark.parametrize("name,key", CASES)
-def test_pairing_matches_seed(recordings, tmp_path, name, key, ext):
+def test_pairing_matches_the_reference(recordings, tmp_path, name, key, ext, pairing):
     rec = recordings[name]
     out = tmp_path / f"positives{ext}"
-    report = preprocess(rec.npz, out, key=key)
-    expected, counts = seed_preprocess(rec.npz, key)
+    report = preprocess(rec.npz, out, key=key, pairing=pairing)
+    expected, counts = seed_preprocess(rec.npz, key, pairing=pairing)
     assert report.counts() == counts
     assert counts["paired"] > 0
     assert report.total == report.press_seen + report.release_seen + report.malformed
@@ -48,7 +50,7 @@ def test_malformed_entries_counted_by_reason(recordings, tmp_path):
     assert report.malformed == 4
     assert sum(report.malformed_reasons.values()) == 4
     provenance = open_dataset(tmp_path / "p.zarr").provenance[0]
-    assert provenance["stage"] == "preprocess" and provenance["parameters"] == {"key": "w"}
+    assert provenance["stage"] == "preprocess" and provenance["parameters"] == {"key": "w", "pairing": "jump-key"}
     assert provenance["counts"]["dropped"]["malformed"] == report.malformed_reasons
     assert provenance["counts"]["positives"] == report.paired + report.unmatched_final_press
 
@@ -62,28 +64,57 @@ def _events_file(path, events, keys=("w", "a")):
     return entries
 
 
-def test_hand_written_sequence(tmp_path):
-    events = [
-        ("release", [0, 0], [0.1, 0], 1),      # release with nothing pending: skipped
-        ("press", [0, 1], [0, 0], 2),          # non-target press: ignored
-        ("press", [1, 1], [0, 0.2], 3),        # jump starts
-        ("press", [1, 1], [0.5, 0.7], 4),      # auto-repeat: ignored
-        ("release", [1, 0], [0.6, 0.8], 5),    # a release (of 'a') closes it: hold = w's 0.6
-        ("press", [1, 0], [0, 0], 8),          # second jump
-        ("release", [0, 0], [0.25, 0], 9),
-        ("press", [1, 0], [0, 0], 12),         # never released: hold NaN
-    ]
-    entries = _events_file(tmp_path / "seq.npz", events)
-    report = preprocess(tmp_path / "seq.npz", tmp_path / "out.zarr", key="w")
-    assert report.counts() == dict(total=8, press_seen=5, release_seen=3, paired=2, unmatched_final_press=1,
-                                   malformed=0)
+HAND_WRITTEN = [
+    ("release", [0, 0], [0.1, 0], 1),      # release with nothing pending: skipped
+    ("press", [0, 1], [0, 0], 2),          # non-target press: ignored
+    ("press", [1, 1], [0, 0.2], 3),        # jump starts
+    ("press", [1, 1], [0.5, 0.7], 4),      # auto-repeat: ignored
+    ("release", [1, 0], [0.6, 0.8], 5),    # 'a' let go, w still held: the seed ends the jump here (hold 0.6)
+    ("release", [0, 0], [0.9, 0], 6),      # w let go: the jump ends here (hold 0.9)
+    ("press", [1, 0], [0, 0], 8),          # second jump
+    ("release", [0, 0], [0.25, 0], 9),
+    ("press", [1, 0], [0, 0], 12),         # never released: hold NaN
+]
+
+
+@pytest.mark.parametrize("pairing,counts,holds", [
+    ("jump-key", dict(release_seen=4, other_key_release_while_pending=1), [0.9, 0.25]),
+    ("seed", dict(release_seen=4, other_key_release_while_pending=0), [0.6, 0.25]),
+])
+def test_hand_written_sequence(tmp_path, pairing, counts, holds):
+    entries = _events_file(tmp_path / "seq.npz", HAND_WRITTEN)
+    report = preprocess(tmp_path / "seq.npz", tmp_path / "out.zarr", key="w", pairing=pairing)
+    assert report.counts() == dict(total=9, press_seen=5, paired=2, unmatched_final_press=1, malformed=0, **counts)
     got = read_all(tmp_path / "out.zarr")
     assert got["frame_index"].tolist() == [3, 8, 12]
     assert np.array_equal(got["image"][0], np.rint(entries[2][0] * 255).astype(np.uint8))
-    np.testing.assert_allclose(got["hold_duration"][:2], [[0.6, 0], [0.25, 0]], rtol=1e-6)
+    np.testing.assert_allclose(got["hold_duration"][:2], [[holds[0], 0], [holds[1], 0]], rtol=1e-6)
     assert math.isnan(got["hold_duration"][2, 0]) and got["hold_duration"][2, 1] == 0
     np.testing.assert_array_equal(got["keys_raw"], [[1, 1], [1, 0], [1, 0]])
     assert got["source"].tolist() == ["seq"] * 3
+
+
+def test_one_key_recordings_pair_the_same_either_way(recordings, tmp_path):
+    for name in ("single_rows", "single_tuples_wrinkled"):
+        rec = recordings[name]
+        outs = [tmp_path / f"{name}-{pairing}.zarr" for pairing in ("jump-key", "seed")]
+        reports = [preprocess(rec.npz, out, pairing=pairing) for out, pairing in zip(outs, ("jump-key", "seed"))]
+        assert reports[0] == reports[1] and reports[0].paired > 5
+        first, second = read_all(outs[0]), read_all(outs[1])
+        for field in first.fields:
+            np.testing.assert_array_equal(first[field], second[field])
+
+
+def test_overlapping_keys_keep_the_jump_keys_own_hold(recordings, tmp_path):
+    """With two keys, a jump is not cut short by the other key's release: every hold is the jump key's own."""
+    rec = recordings["multi_tuples_stream"]  # keys w, a, d
+    report = preprocess(rec.npz, tmp_path / "p.zarr", key="w")
+    assert report.other_key_release_while_pending > 0
+    expected, _ = seed_preprocess(rec.npz, "w", pairing="jump-key")
+    seed, _ = seed_preprocess(rec.npz, "w", pairing="seed")
+    got = read_all(tmp_path / "p.zarr")["hold_duration"][:, 0]
+    np.testing.assert_array_equal(got, [hold[0] for _, _, hold, _ in expected])
+    assert any(s[2][0] < e[2][0] for s, e in zip(seed, expected)), "the seed's rule cuts some jumps short"
 
 
 def test_target_key_not_in_keys(recordings, tmp_path):
@@ -122,13 +153,38 @@ def test_npz_output_loads_like_the_seed(recordings, tmp_path):
         assert entry[4] == "press" and isinstance(entry[5], int)
 
 
-def test_scalar_hold_accepts_float(recordings, tmp_path):
-    out = tmp_path / "p.npz"
-    preprocess(recordings["single_rows"].npz, out, scalar_hold=True)
-    with np.load(out, allow_pickle=True) as z:
+def trainer_reads(path) -> list:
+    """The original trainer's access pattern, on our own output (np.load with pickles: a file we wrote)."""
+    with np.load(path, allow_pickle=True) as z:
         entries = z["data"]
     for entry in entries:
-        assert entry[3].shape == () and float(entry[3]) == entry[3].flatten()[0] > 0
+        (entry[0] * 255).clip(0, 255).astype(np.uint8)
+        float(entry[1]), float(entry[3]), entry[3].flatten()[0]
+    return list(entries)
+
+
+@pytest.mark.parametrize("name,key", [("single_rows", "w"), ("multi_rows_wrinkled", "s")])
+def test_default_hold_is_the_jump_keys_scalar(recordings, tmp_path, name, key):
+    out = tmp_path / "p.npz"
+    preprocess(recordings[name].npz, out, key=key)
+    entries = trainer_reads(out)
+    assert entries and all(entry[3].shape == () and entry[3].dtype == np.float32 for entry in entries)
+    expected, _ = seed_preprocess(recordings[name].npz, key, pairing="jump-key")
+    keys = open_dataset(out).keys
+    assert [float(entry[3]) for entry in entries] == [float(hold[keys.index(key)]) for _, _, hold, _ in expected]
+    assert open_dataset(out).provenance[-1] == {"stage": "legacy npz", "parameters": {
+        "hold": "scalar", "hold_key": key, "image_dtype": "float32"}}
+    np.testing.assert_array_equal(read_all(out)["hold_duration"], [hold for _, _, hold, _ in expected])
+
+
+def test_hold_vector_is_the_seeds_layout(recordings, tmp_path):
+    out = tmp_path / "p.npz"
+    refuses = tuple(map(int, np.__version__.split(".")[:2])) >= (2, 4)  # float() of a 1-element vector
+    with pytest.warns(UserWarning, match="could not read its first entry") if refuses else warnings.catch_warnings():
+        preprocess(recordings["single_rows"].npz, out, hold="vector")
+    with np.load(out, allow_pickle=True) as z:
+        entries = z["data"]
+    assert all(entry[3].shape == (1,) and entry[3].flatten()[0] > 0 for entry in entries)
 
 
 def test_cli_json(recordings, tmp_path):

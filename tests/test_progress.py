@@ -12,7 +12,7 @@ import termios
 
 import pytest
 
-from jumpnet_stream import preprocess
+from jumpnet_stream import open_dataset, preprocess
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,17 @@ def test_bar_on_a_terminal(game_positives, tmp_path):
     rec, positives = game_positives
     shown = _stderr_on_a_terminal(["negatives", rec.video, "-o", str(tmp_path / "n.zarr"),
                                    "--positives", str(positives)])
-    assert "negatives game_120000.mp4" in shown and "frame/s" in shown and "/240" in shown
+    assert "negatives game_120000.mp4" in shown and "frame/s" in shown and f"/{rec.frames}" in shown
+
+
+def test_merge_bar_counts_the_samples_once(game_positives, tmp_path):
+    """The shuffled merge passes over the samples twice (spool, then write): each pass counts to N, not 2N."""
+    _, positives = game_positives
+    samples = 2 * len(open_dataset(positives))
+    shown = _stderr_on_a_terminal(["merge", str(positives), str(positives), "-o", str(tmp_path / "m.zarr"),
+                                   "--shuffle"])
+    assert f"/{samples} " in shown and f"/{2 * samples} " not in shown
+    assert "merge (shuffled)" in shown
 
 
 def test_quiet_and_pipes_show_nothing(game_positives, tmp_path):

@@ -43,7 +43,7 @@ def test_matching_pair_is_ok(pair):
     assert report.verdict == "ok" and report.reasons == []
     assert report.events == len(frames) and report.malformed == 0
     assert (report.first_frame, report.last_frame) == (frames.min(), frames.max())
-    assert report.frames_counted == report.frames_claimed == rec.frames == 120 and report.fps == 30.0
+    assert report.frames_counted == report.frames_claimed == rec.frames and report.fps == 30.0
     assert report.past_end == 0 and report.decreasing_steps == 0
     assert report.compared == len(frames) and report.image_size == (227, 227)
     assert report.difference["max"] < MATCH_DIFFERENCE  # the capture, scaled 2x, overlaid, mp4v-coded and back

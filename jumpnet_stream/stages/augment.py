@@ -14,7 +14,7 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import check_output, create_dataset, open_dataset
+from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
 from ..kernels import augment_images
 from ..progress import progress_bar
 
@@ -72,7 +72,8 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
     dataset = open_dataset(input)
     report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
     bar = progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet)
-    with bar, create_dataset(output, dataset.keys, overwrite=overwrite) as writer:
+    options_out = WriteOptions(hold_key=jump_key(dataset.provenance))
+    with bar, create_dataset(output, dataset.keys, overwrite=overwrite, options=options_out) as writer:
         per = options.multiplier + 1  # output chunks stay about DEFAULT_ROWS samples, whatever the multiplier
         for chunk in augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options):
             writer.write(chunk)

@@ -19,7 +19,7 @@ from numcodecs import Zstd
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import DatasetReader, check_output, create_dataset, open_dataset
+from ..formats import DatasetReader, WriteOptions, check_output, create_dataset, jump_key, open_dataset
 from ..progress import progress_bar
 
 
@@ -92,13 +92,14 @@ class _RowSpool:
 
 
 def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
-          overwrite: bool = False, quiet: bool = True) -> MergeReport:
-    """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked."""
+          keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True) -> MergeReport:
+    """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
+    ``keys`` names the keys of inputs that hold none (the original scripts' .npz files)."""
     if not inputs:
         raise JumpnetError(None, "merge needs at least one input")
     output = os.fspath(output)
     check_output(output, overwrite)
-    datasets = [open_dataset(path) for path in inputs]
+    datasets = [open_dataset(path, keys=keys) for path in inputs]
     union = union_keys([d.keys for d in datasets])
     shapes = {tuple(d.image_shape) for d in datasets if len(d)}
     if len(shapes) > 1:
@@ -107,9 +108,10 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
     total = sum(len(d) for d in datasets)
     report = MergeReport(keys=union, inputs=[{"path": os.path.abspath(os.fspath(p)), "samples": len(d),
                                               "keys": d.keys} for p, d in zip(inputs, datasets)])
-    bar = progress_bar(total * (2 if shuffle else 1), f"merge -> {os.path.basename(output)}", unit="sample",
-                       quiet=quiet)
-    with bar, create_dataset(output, union, overwrite=overwrite) as writer:
+    bar = progress_bar(total, f"merge -> {os.path.basename(output)}", unit="sample", quiet=quiet)
+    options = WriteOptions(hold_key=jump_key([{"stage": "merge", "inputs": [{"provenance": d.provenance}
+                                                                             for d in datasets]}]))
+    with bar, create_dataset(output, union, overwrite=overwrite, options=options) as writer:
         if not shuffle:
             for chunk in merged_chunks(datasets, union):
                 writer.write(chunk)
@@ -117,9 +119,12 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
         else:
             spool = _RowSpool(os.path.dirname(os.path.abspath(output)))
             try:
+                bar.set_description(f"merge (spooling) -> {os.path.basename(output)}")
                 for chunk in merged_chunks(datasets, union):
                     spool.append(chunk)
                     bar.update(len(chunk))
+                bar.reset(total)
+                bar.set_description(f"merge (shuffled) -> {os.path.basename(output)}")
                 order = np.random.default_rng(seed).permutation(total)
                 for chunk in spool.rows(order) if total else ():
                     writer.write(chunk)

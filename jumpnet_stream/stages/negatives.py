@@ -17,7 +17,7 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import WriteOptions, check_output, create_dataset, open_dataset
+from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
 from ..kernels import resize_rgb
 from ..pipeline import BufferPool, threaded
 from ..progress import progress_bar
@@ -84,7 +84,8 @@ def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: 
 
 def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], stop_after: int | None,
                     keys: list[str], size: tuple[int, int], overwrite: bool = False, quiet: bool = True,
-                    strict: bool = False, provenance: Callable[[int], list[dict]] = lambda written: []) -> int:
+                    strict: bool = False, provenance: Callable[[int], list[dict]] = lambda written: [],
+                    hold_key: str | None = None) -> int:
     """Decode the frames of ``clip`` that ``select`` picks (up to ``stop_after``) into negative samples at
     ``output``; returns how many were written. ``provenance(written)`` gives the output's stage records.
     A video that ends before its container's count (or ``stop_after``) is kept as far as it decoded, with
@@ -94,7 +95,8 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
     buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
     source = to_samples(clip.frames(select, stop_after=stop_after), size=size, keys=len(keys), source=clip.name,
                         buffers=buffers)
-    with bar, create_dataset(output, keys, overwrite=overwrite, options=WriteOptions(image_size=size)) as writer:
+    options = WriteOptions(image_size=size, hold_key=hold_key)
+    with bar, create_dataset(output, keys, overwrite=overwrite, options=options) as writer:
         for chunk in threaded(source):
             writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
             buffers.give(chunk["image"])
@@ -106,12 +108,14 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
     return writer.rows
 
 
-def check_fits(clip: Video, positive_frames: np.ndarray, positives: str) -> None:
-    """Refuse positives whose frame indices lie past the video's claimed end: the keylog is most likely
-    from another recording."""
+def check_fits(clip: Video, positive_frames: np.ndarray, positives: str, radius: int) -> None:
+    """Refuse positives whose frame indices lie clearly past the video's claimed end: the keylog is most
+    likely from another recording. A press after the last frame names the frame count (no frame was
+    captured after it yet), so positives up to ``radius`` (at least 1) frames past the last frame are kept."""
     if clip.claimed_frames is None or not len(positive_frames):
         return
-    past = int(np.count_nonzero(positive_frames >= clip.claimed_frames))
+    limit = clip.claimed_frames - 1 + max(radius, 1)
+    past = int(np.count_nonzero(positive_frames > limit))
     if past:
         raise JumpnetError(clip.path, f"has {clip.claimed_frames} frames, but {past} of the {len(positive_frames)} "
                                       f"positives in {positives} name later frames (up to "
@@ -134,7 +138,7 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
     keys, positive_frames = known.keys, known.column("frame_index")
     shape = (size, size) if size is not None else tuple(known.image_shape[:2])
     clip = Video(video)
-    check_fits(clip, positive_frames, positives)
+    check_fits(clip, positive_frames, positives, radius)
     report = NegativesReport(frames_claimed=clip.claimed_frames)
     excluded = excluded_frames(positive_frames, radius)
 
@@ -164,10 +168,11 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         return [{
             "stage": "negatives", "parameters": {"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
             "inputs": [{"path": os.path.abspath(video), "bytes": os.path.getsize(video)},
-                       {"path": os.path.abspath(positives), "positives": len(positive_frames)}],
+                       {"path": os.path.abspath(positives), "positives": len(positive_frames),
+                        "provenance": known.provenance}],
             "counts": asdict(report),
         }]
 
     write_negatives(clip, output, select=select, stop_after=stop_after, keys=keys, size=shape, overwrite=overwrite,
-                    quiet=quiet, strict=strict, provenance=provenance)
+                    quiet=quiet, strict=strict, provenance=provenance, hold_key=jump_key(known.provenance))
     return report

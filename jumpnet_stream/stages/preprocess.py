@@ -1,8 +1,11 @@
-"""Stage 1, preprocess: pair each jump's first press with the next release (SPEC 2.1).
+"""Stage 1, preprocess: pair each jump's first press with the release that ends it.
 
 A press with the target key held starts a pending jump if none is pending; further presses while
-pending are auto-repeats and ignored. The next release closes it: one positive sample with the press's
-image, multi_hot and frame index, and the release's hold duration for the target key in the target slot.
+pending are auto-repeats and ignored. The jump ends at the first release after which the target key is
+no longer held (its ``multi_hot`` slot is 0): one positive sample with the press's image, multi_hot and
+frame index, and that release's hold duration for the target key in the target slot. Releases of other
+keys while a jump is pending are counted, not used. ``pairing="seed"`` is the original scripts' rule:
+the next release of *any* key ends the jump (with overlapping keys, its hold is the wrong key's).
 A press still pending at the end is emitted with hold NaN; a release with nothing pending is skipped.
 """
 
@@ -33,17 +36,34 @@ class PreprocessReport:
     paired: int = 0
     unmatched_final_press: int = 0
     malformed: int = 0
+    other_key_release_while_pending: int = 0  # releases of other keys during a jump (the seed paired them)
     malformed_reasons: dict[str, int] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        """The six counts (what ``--json`` prints)."""
+        """The counts (what ``--json`` prints)."""
         return {k: v for k, v in asdict(self).items() if k != "malformed_reasons"}
+
+    @property
+    def release_without_press(self) -> int:
+        """Releases with no jump pending (a key let go that no jump started with)."""
+        return self.release_seen - self.paired - self.other_key_release_while_pending
+
+    @property
+    def repeat_or_other_press(self) -> int:
+        """Presses that started no jump: the OS's auto-repeat, or another key."""
+        return self.press_seen - self.paired - self.unmatched_final_press
+
+
+PAIRINGS = ("jump-key", "seed")
 
 
 def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: Counter,
-               rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
-    """Event chunks in, positive sample chunks out; ``counts`` gains press_seen, release_seen,
-    paired and unmatched_final_press."""
+               pairing: str = "jump-key", rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+    """Event chunks in, positive sample chunks out; ``counts`` gains press_seen, release_seen, paired,
+    unmatched_final_press and other_key_release_while_pending."""
+    if pairing not in PAIRINGS:
+        raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
+    any_release = pairing == "seed"
     positives = ImageBatcher(SAMPLE_FIELDS, SAMPLE_DTYPES, rows)
     pending: tuple | None = None
     for chunk in events:
@@ -56,6 +76,9 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
                 continue
             counts["release_seen"] += 1
             if pending is None:
+                continue
+            if active[i] and not any_release:  # another key let go: the jump key is still held
+                counts["other_key_release_while_pending"] += 1
                 continue
             counts["paired"] += 1
             done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source))
@@ -80,10 +103,15 @@ def _positive(press: tuple, hold: float, key_index: int, source: str) -> tuple:
     return (1.0, multi_hot, holds, "press", frame, source)
 
 
-def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = "w", overwrite: bool = False,
-               scalar_hold: bool = False, quiet: bool = True) -> PreprocessReport:
-    """Read a recorder keylog, write its positive samples to ``output`` (.zarr or .npz), return the counts."""
+def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = "w", pairing: str = "jump-key",
+               overwrite: bool = False, hold: str = "scalar", quiet: bool = True) -> PreprocessReport:
+    """Read a recorder keylog, write its positive samples to ``output`` (.zarr, .npz or .h5), return the counts.
+
+    ``pairing``: "jump-key" (a jump ends when its key is released) or "seed" (the next release of any
+    key ends it). ``hold``: a legacy .npz output's hold layout (see :class:`formats.WriteOptions`)."""
     raw, output = os.fspath(raw), os.fspath(output)
+    if pairing not in PAIRINGS:
+        raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     check_output(output, overwrite)
     recording = Recording(raw)
     if key not in recording.keys:
@@ -91,22 +119,24 @@ def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = 
     counts: Counter = Counter()
     report = PreprocessReport(total=len(recording))
     bar = progress_bar(recording.progress[1], f"preprocess {os.path.basename(raw)}", unit="B", quiet=quiet)
-    with bar, create_dataset(output, recording.keys, overwrite=overwrite, options=WriteOptions(scalar_hold=scalar_hold)) as writer:
+    options = WriteOptions(hold=hold, hold_key=key)
+    with bar, create_dataset(output, recording.keys, overwrite=overwrite, options=options) as writer:
         for chunk in pair_jumps(recording.events(), key_index=recording.keys.index(key),
-                                source=recording.name, counts=counts):
+                                source=recording.name, counts=counts, pairing=pairing):
             writer.write(chunk)
             bar.update(recording.progress[0] - bar.n)
         report.press_seen, report.release_seen = counts["press_seen"], counts["release_seen"]
         report.paired, report.unmatched_final_press = counts["paired"], counts["unmatched_final_press"]
+        report.other_key_release_while_pending = counts["other_key_release_while_pending"]
         report.malformed = sum(recording.malformed.values())
         report.malformed_reasons = dict(recording.malformed)
         writer.provenance = [{
-            "stage": "preprocess", "parameters": {"key": key},
+            "stage": "preprocess", "parameters": {"key": key, "pairing": pairing},
             "inputs": [{"path": os.path.abspath(raw), "bytes": os.path.getsize(raw)}],
             "counts": {**report.counts(), "positives": writer.rows,
                        "dropped": {"malformed": report.malformed_reasons,
-                                   "release_without_press": report.release_seen - report.paired,
-                                   "repeat_or_non_target_press": report.press_seen - report.paired
-                                   - report.unmatched_final_press}},
+                                   "release_without_press": report.release_without_press,
+                                   "other_key_release_while_pending": report.other_key_release_while_pending,
+                                   "repeat_or_non_target_press": report.repeat_or_other_press}},
         }]
     return report

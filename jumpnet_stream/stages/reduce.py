@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import JumpnetError
-from ..formats import check_output, create_dataset, open_dataset
+from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
 from ..progress import progress_bar
 
 
@@ -41,7 +41,8 @@ def reduce(input: str | os.PathLike, output: str | os.PathLike, *, keep: int, se
     chosen = choose(len(dataset), keep, seed)
     report = ReduceReport(total=len(dataset), kept=len(chosen), dropped=len(dataset) - len(chosen))
     bar = progress_bar(len(chosen), f"reduce {os.path.basename(input)}", unit="sample", quiet=quiet)
-    with bar, create_dataset(output, dataset.keys, overwrite=overwrite) as writer:
+    options = WriteOptions(hold_key=jump_key(dataset.provenance))
+    with bar, create_dataset(output, dataset.keys, overwrite=overwrite, options=options) as writer:
         for chunk in dataset.take(chosen):
             writer.write(chunk)
             bar.update(len(chunk))
