@@ -30,7 +30,7 @@ import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import JumpnetError, UnsafeInputError
-from .safe_pickle import NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, check_text
+from .safe_pickle import MEMO_BUDGET, NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, check_text
 
 _APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
 # What reading a damaged file can raise, from the zip layer (bad CRC, a deflate stream cut short, a
@@ -41,18 +41,56 @@ _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError
                 RuntimeError, SyntaxError, tokenize.TokenError)  # the last two: numpy's .npy header parser
 
 
+MAX_MEMBERS = 4096  # arrays in one npz (this tool's hold 3 to 9): more is refused before the zip is parsed
+LISTED = 10         # names a message lists before "and N more"
+
+
 def _open_zip(path: str) -> zipfile.ZipFile:
     if not os.path.exists(path):
         raise JumpnetError(path, "no such file")
     if os.path.isdir(path):
         raise JumpnetError(path, "is a directory, expected an .npz file")
     try:
+        members = _declared_members(path)
+        if members is not None and members > MAX_MEMBERS:
+            raise JumpnetError(path, f"not an npz file of this tool's: a zip archive of {members} members "
+                                     f"(more than {MAX_MEMBERS})")
         return zipfile.ZipFile(path)
     except _READ_ERRORS as exc:
         if _starts_like_a_zip(path):
             raise JumpnetError(path, f"not a readable npz file: a zip archive, but cut short or damaged "
                                      f"({exc})") from None
         raise JumpnetError(path, f"not an npz file (not a readable zip archive: {exc})") from None
+
+
+def _declared_members(path: str) -> int | None:
+    """The member count a zip's end record declares (None if there is none to read): Python's zipfile
+    builds an object per member, a few hundred bytes each, so a small file of a million empty members
+    is refused on this number alone."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - (1 << 16) - 22))
+        tail = f.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) < at + 22:
+        return None
+    members = struct.unpack("<H", tail[at + 10:at + 12])[0]
+    locator = tail.rfind(b"PK\x06\x07", 0, at)  # zip64: the count is in the zip64 end record
+    if members == 0xFFFF and locator >= 0 and len(tail) >= locator + 20:
+        offset = struct.unpack("<Q", tail[locator + 8:locator + 16])[0]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            record = f.read(56)
+        if record[:4] == b"PK\x06\x06" and len(record) == 56:
+            members = struct.unpack("<Q", record[32:40])[0]
+    return members
+
+
+def listing(names: list[str], shown: int = LISTED) -> str:
+    """``a, b, c`` for a message: the first ``shown`` names, then how many more."""
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _starts_like_a_zip(path: str) -> bool:
@@ -77,7 +115,7 @@ def _member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
         if candidate in names:
             return candidate
     present = sorted(n[:-4] if n.endswith(".npy") else n for n in names)
-    raise JumpnetError(path, f"npz has no '{name}' array (it has: {', '.join(present) or 'nothing'})")
+    raise JumpnetError(path, f"npz has no '{name}' array (it has: {listing(present) or 'nothing'})")
 
 
 def read_header(f: BinaryIO, path: str, name: str) -> tuple[tuple[int, ...], bool, np.dtype]:
@@ -120,7 +158,8 @@ def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES
                 return array
             if count > info.file_size:
                 raise JumpnetError(path, f"'{name}' header promises more elements than the file holds")
-            items = StreamingUnpickler(f, info.file_size - f.tell(), whole=True).items()
+            items = StreamingUnpickler(_pickle_stream(f), info.file_size - f.tell(), whole=True,
+                                       expected=count).items()
             return _object_array(list(items), shape, fortran)
 
 
@@ -182,6 +221,11 @@ def available_memory() -> int:
     return min(free, limit) if limit != resource.RLIM_INFINITY else free
 
 
+def _pickle_stream(raw: BinaryIO) -> io.BufferedReader:
+    """``raw`` (a zip member) buffered for the unpickler, large reads in 1 MiB pieces (see _Counting)."""
+    return io.BufferedReader(_Counting(raw), 1 << 16)
+
+
 class _Counting(io.RawIOBase):
     """Counts the bytes read through it, for progress reports."""
 
@@ -193,7 +237,9 @@ class _Counting(io.RawIOBase):
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
+        # At most 1 MiB at a time: a large object is read straight into its own bytes, never through
+        # a second copy of it (the zip layer's read(n) builds one, and deflate several).
+        data = self._raw.read(min(len(buffer), 1 << 20))
         buffer[:len(data)] = data
         self.count += len(data)
         return len(data)
@@ -205,7 +251,7 @@ class ObjectArrayReader:
 
     path: str
     name: str = "data"
-    memo_budget: int = 64 << 20
+    memo_budget: int = MEMO_BUDGET
 
     def __post_init__(self) -> None:
         self.path = os.fspath(self.path)
@@ -260,7 +306,8 @@ class ObjectArrayReader:
         read_header(raw, self.path, self.name)
         counting = _Counting(raw)
         counting.count = raw.tell()
-        vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(), **options)
+        vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(),
+                                expected=math.prod(self.shape), **options)
         return vm, counting
 
     def _stream(self) -> Iterator[object]:

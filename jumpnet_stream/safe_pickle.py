@@ -15,7 +15,9 @@ import math
 import pickle
 import re
 import struct
+import sys
 import warnings
+import weakref
 from collections import OrderedDict
 from typing import BinaryIO, Callable, Iterator
 
@@ -30,9 +32,25 @@ class NeedsWholeLoad(Exception):
     """The stream uses a structure the streaming interpreter does not handle; load it whole instead."""
 
 
-MAX_OBJECT_BYTES = 256 << 20  # one str/bytes object (an image's pixels); a 227x227x3 float32 is 0.6 MB
+# Memory bounds: what a small (compressed) file may make this interpreter hold, whatever it declares.
+#: One str/bytes object or array, in memory: an image's pixels. 24 MiB holds a 3840x2160 RGB frame as
+#: uint8 or a 1920x1080 one as float32 (23.7 MiB each; the recorder's 227x227x3 float32 capture is
+#: 0.6 MB); a 4096x4096 RGB image (48 MiB as uint8) is over it. Refused when declared, before anything
+#: is allocated.
+MAX_IMAGE_BYTES = 24 << 20
+MAX_OBJECT_BYTES = MAX_IMAGE_BYTES
+#: Bytes built and not yet handed out (the entries waiting on the stack, what is being built, garbage),
+#: beside the memo's own budget: a pickle that holds more at once is refused as a memory bomb.
+MAX_LIVE_BYTES = 96 << 20
+MEMO_BUDGET = 32 << 20      # memoized objects kept for back-references (streaming), least recently used out
+MAX_MEMO_ENTRIES = 1 << 17  # and at most this many of them
+MAX_DEPTH = 64              # nested MARKs (numpy's pickles of nested object arrays use a few)
+MAX_STACK_ITEMS = 1 << 18   # values on the stack, all levels together (numpy's batches hold 1000)
+MAX_ITEM_OBJECTS = 1 << 20  # objects in one handed-out element (a recorder entry holds about ten)
 MAX_PINNED = 1 << 16
 MAX_ELEMENTS = 1 << 31  # elements of one array: a zero-size dtype must not make an array of 2**62 of them
+_MEMO_ENTRY = 256        # bytes the memo's bookkeeping takes per entry (measured: ~250), counted in its budget
+_POINTER = 8             # bytes a list or tuple takes per element
 
 _NDARRAY = object()  # stands for numpy.ndarray: only ever an argument of _reconstruct, never callable
 
@@ -65,6 +83,14 @@ def _dtype(spec: object, align: object = False, copy: object = True) -> np.dtype
     return dtype
 
 
+def _fresh_dtype(dtype: np.dtype) -> np.dtype:
+    """numpy's own dtype for ``dtype``'s type string, after checking that ``dtype`` is exactly that. Arrays
+    and scalars are made with it, never with the pickle's dtype object, so nothing the pickle does to
+    that object later can change an array's item size under its buffer."""
+    _check_dtype(dtype)
+    return np.dtype(dtype.str)
+
+
 def _scalar(dtype: object, data: object = None) -> object:
     if not isinstance(dtype, np.dtype):
         raise UnsafePickleError("numpy scalar without a dtype")
@@ -72,6 +98,7 @@ def _scalar(dtype: object, data: object = None) -> object:
         return data
     if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
         raise UnsafePickleError("numpy scalar with malformed data")
+    dtype = _fresh_dtype(dtype)
     check_text(data, dtype)
     return np.frombuffer(data, dtype=dtype, count=1)[0]
 
@@ -79,6 +106,7 @@ def _scalar(dtype: object, data: object = None) -> object:
 def _frombuffer(buf: object, dtype: object, shape: object, order: object = "C") -> np.ndarray:
     if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(buf, (bytes, bytearray)):
         raise UnsafePickleError("numpy _frombuffer with unexpected arguments")
+    dtype = _fresh_dtype(dtype)
     check_text(buf, dtype)
     return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
 
@@ -130,9 +158,6 @@ class _Stop(Exception):
     pass
 
 
-_MARK = object()
-
-
 class StreamingUnpickler:
     """Unpickles a numpy object array's pickle, yielding the items of its element list one by one.
 
@@ -141,10 +166,22 @@ class StreamingUnpickler:
     objects are kept for later back-references, least recently used first out. A back-reference to an
     object already dropped raises :class:`NeedsWholeLoad`. With ``whole=True`` nothing is dropped and
     items are handed out batch by batch: memory as for loading the whole array.
+
+    Whatever a file declares, memory stays bounded: one object at most ``max_object`` bytes, at most
+    ``max_live`` bytes built and not yet handed out (waiting items are handed out early, down to the
+    last one, before that is refused), MARKs at most :data:`MAX_DEPTH` deep and :data:`MAX_STACK_ITEMS`
+    values on the stack. ``expected``, the element count the caller knows from the file's header, stops
+    a file that hands out more as soon as it does.
+
+    A numpy array or dtype made by REDUCE may be completed by BUILD only while it still sits where
+    REDUCE put it, never fetched from the memo, duplicated or handed out before: an object that has been
+    used is never changed afterwards. Arrays are built with numpy's own dtype for the pickle's type
+    string, and every array in a handed-out item is checked against the bytes it was built from.
     """
 
-    def __init__(self, stream: BinaryIO, size: int, *, lag: int = 8, memo_budget: int = 64 << 20,
-                 whole: bool = False, max_object: int = MAX_OBJECT_BYTES):
+    def __init__(self, stream: BinaryIO, size: int, *, lag: int = 8, memo_budget: int = MEMO_BUDGET,
+                 whole: bool = False, max_object: int = MAX_OBJECT_BYTES, max_live: int | None = None,
+                 expected: int | None = None):
         if whole:
             lag, memo_budget = 1 << 62, 1 << 62
         self._read = stream.read
@@ -154,14 +191,25 @@ class StreamingUnpickler:
         self._memo: OrderedDict[int, tuple[object, int]] = OrderedDict()
         self._pinned: OrderedDict[int, object] = OrderedDict()  # see _pinnable
         self._max_object = max_object
+        # A whole load holds everything it builds, memo included: about what the file holds, never a
+        # multiple of it.
+        self._whole = whole
+        self._max_live = max_live if max_live is not None else 3 * size + (32 << 20) if whole else MAX_LIVE_BYTES
+        self._expected = expected
         self._memo_weight = 0
         self._memo_next = 0
         self._unweighed: list[int] = []
         self._awaiting_build: dict[int, object] = {}  # id -> object (held, so its id stays its own)
+        self._allocated: dict[int, tuple[weakref.ref, int]] = {}  # arrays built here: id -> (ref, bytes)
+        self._fresh = 0    # bytes built since the held bytes were last weighed (see _relieve)
+        self._handed = 0   # bytes of the items a whole load handed out (its caller keeps them all)
+        self._buried = 0   # values on the metastack's levels (the stack below the current MARK)
         self.stack: list[object] = []
         self.metastack: list[list[object]] = []
         self._target: list | None = None  # the element list of the top-level array
+        self._target_count: int | None = None  # its length, from the array's state
         self._level: int | None = None    # metastack depth of the MARK that batches its items
+        self._level_start = 0             # items handed out when that MARK was met
         self._out: list[object] = []
         self.items_out = 0
 
@@ -193,17 +241,36 @@ class StreamingUnpickler:
             raise NeedsWholeLoad("pickle stack underflow")
         return self.stack.pop()
 
-    def _pop_mark(self) -> list[object]:
+    def _push_mark(self) -> None:
+        if len(self.metastack) >= MAX_DEPTH:
+            raise UnsafePickleError(f"pickle nests MARKs more than {MAX_DEPTH} deep (a memory bomb?)")
+        self.metastack.append(self.stack)
+        self._buried += len(self.stack)
+        self.stack = []
+
+    def _pop_mark(self, appends_to_target: bool = False) -> list[object]:
         if not self.metastack:
             raise NeedsWholeLoad("pickle MARK missing")
+        if self._level is not None and len(self.metastack) == self._level:
+            # The MARK taken as the element list's batch: items may have been handed out from it already.
+            if not appends_to_target and self.items_out > self._level_start:
+                raise NeedsWholeLoad("a MARK after the element list that does not batch its items")
+            self._level = None
         items = self.stack
         self.stack = self.metastack.pop()
+        self._buried -= len(self.stack)
         return items
 
     def _push_global(self, module: object, name: object) -> None:
         if not isinstance(module, str) or not isinstance(name, str):
             raise UnsafePickleError("pickle global name is not a string")
         self.stack.append(find_allowed(module, name))
+
+    def _usable(self, obj: object) -> object:
+        """``obj`` may be fetched again (memo, DUP) only once it is complete."""
+        if id(obj) in self._awaiting_build:
+            raise UnsafePickleError(f"pickle uses a numpy {_what(obj)} before its state is set")
+        return obj
 
     # -- memo -----------------------------------------------------------------------------------
     def _put(self, index: int) -> None:
@@ -213,6 +280,7 @@ class StreamingUnpickler:
         if old is not None:
             self._memo_weight -= old[1]
         self._memo_next = max(self._memo_next, index + 1)
+        self._fresh += _MEMO_ENTRY
         obj = self.stack[-1]
         if _pinnable(obj):
             self._pinned[index] = obj
@@ -222,18 +290,24 @@ class StreamingUnpickler:
         self._pinned.pop(index, None)
         self._memo[index] = (obj, 0)
         self._unweighed.append(index)
+        if len(self._memo) > MAX_MEMO_ENTRIES and not self._whole:
+            _, (_, weight) = self._memo.popitem(last=False)
+            self._memo_weight -= weight
 
     def _get(self, index: int) -> None:
         if index in self._pinned:
             self._pinned.move_to_end(index)
-            self.stack.append(self._pinned[index])
+            self.stack.append(self._usable(self._pinned[index]))
             return
         try:
             obj, _ = self._memo[index]
         except KeyError:
+            if index >= self._memo_next or self._whole:  # never PUT (a whole load drops nothing)
+                raise pickle.UnpicklingError(f"back-reference to memo entry {index}, which the pickle never "
+                                             "defined") from None
             raise NeedsWholeLoad(f"back-reference to memo entry {index} dropped to bound memory") from None
         self._memo.move_to_end(index)
-        self.stack.append(obj)
+        self.stack.append(self._usable(obj))
 
     def _weigh_memo(self) -> None:
         # An object still being built (an array awaiting its state, a list still on the stack) is
@@ -241,6 +315,7 @@ class StreamingUnpickler:
         building = {id(x) for level in (*self.metastack, self.stack) for x in level if isinstance(x, list)}
         building |= self._awaiting_build.keys()
         pending = []
+        seen: set[int] = set()  # an object shared by several new entries is counted once
         for index in self._unweighed:
             entry = self._memo.get(index)
             if entry is None:
@@ -248,7 +323,7 @@ class StreamingUnpickler:
             if id(entry[0]) in building:
                 pending.append(index)
                 continue
-            weight = _weight(entry[0])
+            weight = _weight(entry[0], seen) + _MEMO_ENTRY
             self._memo[index] = (entry[0], weight)
             self._memo_weight += weight
         self._unweighed = pending
@@ -256,10 +331,80 @@ class StreamingUnpickler:
             _, (_, weight) = self._memo.popitem(last=False)
             self._memo_weight -= weight
 
+    # -- bounded memory -------------------------------------------------------------------------
+    def _relieve(self, coming: int = 0) -> None:
+        """More than ``max_live`` bytes built since the last weighing (or about to be, ``coming``): weigh
+        what is really held (the stack; a whole load's memo too; garbage is gone), hand waiting items out
+        early, down to the last one, and refuse if it is still too much."""
+        self._weigh_memo()
+        seen: set[int] = set()
+        levels = [*self.metastack, self.stack]
+        at_level = self._level is not None and len(self.metastack) == self._level
+        held = sum(_weight(x, seen) for level in (levels[:-1] if at_level else levels) for x in level)
+        held += coming + (self._memo_weight + self._handed if self._whole else 0)
+        if at_level and not self._whole:
+            weights = [_weight(x, seen) for x in self.stack]
+            # Under pressure the lag shrinks to one item: only a crafted file makes anything but the top
+            # one part of a later item, and then its element count comes out wrong and it is refused.
+            while len(self.stack) > 1 and held + sum(weights) > self._max_live // 2 \
+                    and self._finished(self.stack[0]):
+                self._emit(self.stack.pop(0))
+                weights.pop(0)
+            held += sum(weights)
+        self._fresh = held - coming
+        if held > self._max_live:
+            raise UnsafePickleError(f"pickle holds more than {self._max_live >> 20} MB at once before handing "
+                                    "out an element (a memory bomb?)")
+
+    def _note_array(self, array: np.ndarray) -> None:
+        """Remember the bytes an array was built over, for :meth:`_check_item`."""
+        key, allocated = id(array), self._allocated
+        allocated[key] = (weakref.ref(array, lambda _, key=key: allocated.pop(key, None)), array.nbytes)
+        self._fresh += array.nbytes
+
+    def _check_item(self, item: object) -> int:
+        """Everything an item about to be handed out holds: no object awaiting its state, every plain
+        array within the buffer it was built over. Returns the bytes it holds."""
+        seen: set[int] = set()
+        weight = _weight(item, seen)
+        if not seen.isdisjoint(self._awaiting_build):
+            obj = self._awaiting_build[next(iter(seen.intersection(self._awaiting_build)))]
+            raise UnsafePickleError(f"pickle hands out a numpy {_what(obj)} before its state is set")
+        for array in _plain_arrays(item):
+            self._check_buffer(array)
+        return weight
+
+    def _check_buffer(self, array: np.ndarray) -> None:
+        root = array
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        base = root.base
+        if base is None:
+            ref, size = self._allocated.get(id(root), (None, -1))
+            if ref is None or ref() is not root:
+                raise UnsafePickleError("pickle hands out an array this reader did not build")
+        elif isinstance(base, (bytes, bytearray)):
+            size = len(base)
+        elif isinstance(base, memoryview):
+            size = base.nbytes
+        else:
+            raise UnsafePickleError(f"pickle hands out an array over a {type(base).__name__}")
+        if root.nbytes > size or array.nbytes > root.nbytes:
+            raise UnsafePickleError(f"numpy array of {array.dtype} and shape {array.shape} claims "
+                                    f"{array.nbytes} bytes over a {size}-byte buffer")
+
     # -- handing items out ----------------------------------------------------------------------
     def _emit(self, item: object) -> None:
+        weight = self._check_item(item)
+        if self._whole:  # the caller keeps every item: still held
+            self._handed += weight
+        else:
+            self._fresh = max(0, self._fresh - weight)
         self._out.append(item)
         self.items_out += 1
+        if self._expected is not None and self.items_out > self._expected:
+            raise pickle.UnpicklingError(f"the pickle holds more than the {self._expected} elements its header "
+                                         "declares")
 
     def _finished(self, obj: object) -> bool:
         return id(obj) not in self._awaiting_build and not callable(obj) and obj is not _NDARRAY
@@ -275,6 +420,17 @@ class StreamingUnpickler:
                 and isinstance(self.stack[2], np.dtype) and self.stack[2].hasobject \
                 and len(self.metastack[0]) == 1 and isinstance(self.metastack[0][0], np.ndarray):
             self._target = lst
+            shape = self.stack[1]
+            if isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape):
+                self._target_count = math.prod(shape)
+
+    def _batches_target(self) -> bool:
+        """Whether a MARK met now opens a batch of the element list's items (MARK ... APPENDS). Python's
+        picklers write a list's last lone item as ``item APPEND`` (the C pickler does so for a list of
+        one), so a MARK with one item left may be that item's own (a tuple's): not a batch."""
+        if self._target is None or self._level is not None or not self.stack or self.stack[-1] is not self._target:
+            return False
+        return self._target_count is None or self._target_count - self.items_out >= 2
 
     # -- the interpreter ------------------------------------------------------------------------
     def items(self) -> Iterator[object]:
@@ -290,8 +446,13 @@ class StreamingUnpickler:
                         raise UnsafePickleError(f"refusing pickle opcode {_FORBIDDEN[op]}")
                     raise pickle.UnpicklingError(f"pickle opcode {op!r}, which numpy arrays do not use")
                 handler()
+                if len(self.stack) + self._buried > MAX_STACK_ITEMS:
+                    raise UnsafePickleError(f"pickle puts more than {MAX_STACK_ITEMS} values on its stack "
+                                            "(a memory bomb?)")
                 if self._level is not None and len(self.metastack) == self._level:
                     self._drain_level()
+                if self._fresh > self._max_live:
+                    self._relieve()
                 if self._out:
                     self._weigh_memo()
                     out, self._out = self._out, []
@@ -312,11 +473,10 @@ class StreamingUnpickler:
                 raise pickle.UnpicklingError("unsupported pickle protocol")
 
         def mark() -> None:
-            st.metastack.append(st.stack)
-            st.stack = []
-            if st._target is not None and st._level is None and st.metastack[-1] \
-                    and st.metastack[-1][-1] is st._target:
-                st._level = len(st.metastack)
+            batch = st._batches_target()
+            st._push_mark()
+            if batch:
+                st._level, st._level_start = len(st.metastack), st.items_out
 
         def stop() -> None:
             raise _Stop
@@ -342,12 +502,18 @@ class StreamingUnpickler:
         def binfloat() -> None:
             st.stack.append(unpack(">d", take(8))[0])
 
-        def sized(fmt: str, size: int, make: Callable[[bytes], object]) -> Callable[[], None]:
+        def sized(fmt: str, size: int, make: Callable[[bytes], object], text: bool = False) -> Callable[[], None]:
             def op() -> None:
                 n = unpack(fmt, take(size))[0] if fmt else take(1)[0]
                 if n > st._max_object:
                     raise UnsafePickleError(f"a {n}-byte object is over the {st._max_object}-byte limit")
-                st.stack.append(make(take(n)))
+                if st._fresh + n > st._max_live:
+                    st._relieve(coming=n)  # before allocating it
+                data = take(n)
+                if text and n > 4096 and not data.isascii():
+                    _check_text_size(data, st._max_object)
+                st._fresh += n
+                st.stack.append(make(data))
             return op
 
         def utf8(b: bytes) -> str:
@@ -364,6 +530,7 @@ class StreamingUnpickler:
 
         def tuple_mark() -> None:
             items = st._pop_mark()
+            st._fresh += _POINTER * len(items)
             st.stack.append(tuple(items))
 
         def empty_list() -> None:
@@ -381,19 +548,21 @@ class StreamingUnpickler:
             if target is st._target:
                 st._emit(value)
             else:
+                st._fresh += _POINTER
                 target.append(value)
+                st._check_length(target)
 
         def appends() -> None:
-            leaving = len(st.metastack)
-            items = st._pop_mark()
+            below = st.metastack[-1] if st.metastack else None
+            items = st._pop_mark(appends_to_target=bool(below) and below[-1] is st._target)
             target = st._top_list()
             if target is st._target:
                 for item in items:
                     st._emit(item)
-                if leaving == st._level:
-                    st._level = None
             else:
+                st._fresh += _POINTER * len(items)
                 target.extend(items)
+                st._check_length(target)
 
         def pop() -> None:
             if st.stack:
@@ -405,7 +574,7 @@ class StreamingUnpickler:
             st._pop_mark()
 
         def dup() -> None:
-            st.stack.append(st._pop())
+            st.stack.append(st._usable(st._pop()))
             st.stack.append(st.stack[-1])
 
         def global_() -> None:
@@ -424,6 +593,8 @@ class StreamingUnpickler:
             value = func(*args)
             if func in _BUILDS:
                 st._awaiting_build[id(value)] = value
+            if isinstance(value, np.ndarray):
+                st._note_array(value)
             st.stack.append(value)
 
         def build() -> None:
@@ -437,6 +608,7 @@ class StreamingUnpickler:
                 _build_dtype(inst, state)
             else:
                 _build_array(inst, state)
+                st._note_array(inst)
 
         def binput() -> None:
             st._put(take(1)[0])
@@ -460,7 +632,8 @@ class StreamingUnpickler:
             b"\x80": proto, b"\x95": frame, b".": stop, b"(": mark, b"0": pop, b"1": pop_mark, b"2": dup,
             b"N": push_(None), b"\x88": push_(True), b"\x89": push_(False),
             b"J": binint, b"K": binint1, b"M": binint2, b"\x8a": long1, b"\x8b": long4, b"G": binfloat,
-            b"X": sized("<I", 4, utf8), b"\x8c": sized("", 1, utf8), b"\x8d": sized("<Q", 8, utf8),
+            b"X": sized("<I", 4, utf8, text=True), b"\x8c": sized("", 1, utf8),
+            b"\x8d": sized("<Q", 8, utf8, text=True),
             b"B": sized("<I", 4, bytes), b"C": sized("", 1, bytes), b"\x8e": sized("<Q", 8, bytes),
             b"\x96": sized("<Q", 8, bytearray),
             b"T": sized("<I", 4, lambda b: b.decode("latin1")), b"U": sized("", 1, lambda b: b.decode("latin1")),
@@ -469,6 +642,11 @@ class StreamingUnpickler:
             b"c": global_, b"\x93": stack_global, b"R": reduce, b"b": build,
             b"q": binput, b"r": long_binput, b"\x94": memoize, b"h": binget, b"j": long_binget,
         }
+
+    @staticmethod
+    def _check_length(lst: list) -> None:
+        if len(lst) > MAX_ITEM_OBJECTS:
+            raise UnsafePickleError(f"pickle makes an object of more than {MAX_ITEM_OBJECTS} elements")
 
     def _top_list(self) -> list:
         target = self.stack[-1] if self.stack else None
@@ -480,16 +658,52 @@ class StreamingUnpickler:
         return self._target is not None and not self.metastack and len(self.stack) == 1 and self.stack[0] is obj
 
 
+def _plain_arrays(item: object) -> Iterator[np.ndarray]:
+    """The non-object arrays an item holds, at any depth (each once)."""
+    seen: set[int] = set()
+    todo = [item]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.hasobject:
+                todo.extend(obj.flat)
+            else:
+                yield obj
+        elif isinstance(obj, (tuple, list)):
+            todo.extend(obj)
+
+
+def _what(obj: object) -> str:
+    return "dtype" if isinstance(obj, np.dtype) else "array" if isinstance(obj, np.ndarray) else type(obj).__name__
+
+
+_ASTRAL = re.compile(rb"[\xf0-\xff]")      # lead bytes of 4-byte UTF-8 sequences: a str of 4 bytes a char
+_BEYOND_LATIN1 = re.compile(rb"[\xc4-\xef]")  # lead bytes of chars past U+00FF: 2 bytes a char
+
+
+def _check_text_size(data: bytes, limit: int) -> None:
+    """A str takes up to 4 bytes per character (all of them, if one is past U+FFFF): refuse UTF-8 text
+    whose str would be over ``limit`` before decoding it."""
+    width = 4 if _ASTRAL.search(data) else 2 if _BEYOND_LATIN1.search(data) else 1
+    if len(data) * width > limit:
+        raise UnsafePickleError(f"a {len(data)}-byte text would take up to {len(data) * width} bytes, over the "
+                                f"{limit}-byte limit")
+
+
 def _build_array(array: np.ndarray, state: object) -> None:
     """``array.__setstate__(state)`` once the state is proven consistent (numpy reads past a short
-    element list, or trusts a dtype's flags, so a forged state would crash the process)."""
+    element list, or trusts a dtype's flags, so a forged state would crash the process), with numpy's
+    own dtype for the state's type string in place of the pickle's dtype object."""
     if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)):
         raise UnsafePickleError("numpy array state is not (version, shape, dtype, fortran, data)")
     version, shape, dtype, fortran, data = state
     if not (version == 1 and isinstance(dtype, np.dtype) and isinstance(fortran, bool)
             and all(isinstance(n, int) and 0 <= n for n in shape)):
         raise UnsafePickleError("numpy array state is malformed")
-    _check_dtype(dtype)
+    dtype = _fresh_dtype(dtype)
     count = math.prod(shape)  # exact: numpy's int64 product wraps around for a forged shape
     if count > MAX_ELEMENTS or len(shape) > 32:
         raise UnsafePickleError(f"numpy array state of shape {shape} is implausibly large")
@@ -500,7 +714,7 @@ def _build_array(array: np.ndarray, state: object) -> None:
         raise UnsafePickleError("numpy array data does not match its shape and dtype")
     else:
         check_text(data, dtype)
-    array.__setstate__(state)
+    array.__setstate__((version, shape, dtype, fortran, data))
 
 
 def _check_dtype(dtype: np.dtype) -> None:
@@ -525,15 +739,32 @@ def _pinnable(obj: object) -> bool:
         or callable(obj) or obj is _NDARRAY
 
 
-def _weight(obj: object, depth: int = 0) -> int:
-    """Bytes an object holds, roughly: what the memo budget counts."""
-    if isinstance(obj, np.ndarray):
-        return 64 + obj.nbytes
-    if isinstance(obj, (bytes, bytearray, str)):
-        return 64 + len(obj)
-    if isinstance(obj, (tuple, list)) and depth < 3:
-        return 64 + sum(_weight(x, depth + 1) for x in obj)
-    return 64
+def _weight(obj: object, seen: set[int] | None = None) -> int:
+    """Bytes an object holds, all it refers to included (each object once, in ``seen``); more than
+    :data:`MAX_ITEM_OBJECTS` references in all is refused."""
+    seen = set() if seen is None else seen
+    todo, total, visits = [obj], 0, 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        children: object = ()
+        if isinstance(obj, np.ndarray):
+            total += 64 + obj.nbytes
+            if obj.dtype.hasobject:
+                children = obj.flat
+                visits += obj.size
+        elif isinstance(obj, (tuple, list)):
+            total += 56 + _POINTER * len(obj)
+            children = obj
+            visits += len(obj)
+        else:
+            total += sys.getsizeof(obj) if isinstance(obj, (bytes, bytearray, str)) else 64
+        if visits + len(seen) > MAX_ITEM_OBJECTS:
+            raise UnsafePickleError(f"pickle makes an object of more than {MAX_ITEM_OBJECTS} elements")
+        todo.extend(children)
+    return total
 
 
 _FORBIDDEN = {b"i": "INST", b"o": "OBJ", b"\x81": "NEWOBJ", b"\x92": "NEWOBJ_EX", b"P": "PERSID",

@@ -299,3 +299,53 @@ def test_lists_as_entries_of_a_1d_array(tmp_path):
     recording = Recording(tmp_path / "l.npz")
     events = list(recording.events())
     assert sum(len(c) for c in events) == 7 and not recording.malformed
+
+
+# -- issue 11: a MARK right after the element list is not always a batch of its items -----------------------
+def test_one_entry_array_of_a_tuple(tmp_path):
+    """Issue 11's failing seed, reduced: a one-entry keylog as a (1,) object array whose element is the
+    entry's tuple. The C pickler writes a one-element list as ``item APPEND``, so the MARK after the
+    element list opens the tuple, not a batch; it was taken for one and the tuple's fields handed out
+    as elements ('data' holds 3 elements but its header says shape (1,))."""
+    entry = (np.zeros((3, 4, 3), np.uint8), 0.5, np.ones(1, np.float32), np.zeros(1, np.float32), "press",
+             np.int64(3))
+    np.savez(tmp_path / "one.npz", data=_as_1d([entry]), keys=np.array(["w"]))
+    rows = list(ObjectArrayReader(tmp_path / "one.npz").rows())
+    _assert_rows_equal(rows, [entry])
+    events = list(Recording(tmp_path / "one.npz").events())
+    assert sum(len(chunk) for chunk in events) == 1
+
+
+def test_python_picklers_lone_last_item(tmp_path):
+    """Python's own pickler ends a list whose length is 1 past a batch with ``item APPEND``."""
+    entries = [tuple(e) for e in _entries(1001, size=(2, 2, 3))]
+    array = _as_1d(entries)
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|O", "fortran_order": False, "shape": array.shape})
+    pickle._Pickler(buf, protocol=3).dump(array)
+    with zipfile.ZipFile(tmp_path / "py.npz", "w") as zf:
+        zf.writestr("data.npy", buf.getvalue())
+        zf.writestr("keys.npy", _npy(np.array(["w", "a"])))
+    reader = ObjectArrayReader(tmp_path / "py.npz")
+    _assert_rows_equal(list(reader.rows()), entries)
+    assert reader.whole_loaded is None
+
+
+# -- issue 12: an object used is never changed afterwards; arrays match their buffers -------------------------
+def test_handed_out_arrays_are_checked_against_their_buffer():
+    """Defence in depth: were a dtype ever changed under an array, handing the array out is refused
+    (nothing reads its memory: the check compares sizes)."""
+    from jumpnet_stream.safe_pickle import StreamingUnpickler, UnsafePickleError
+
+    vm = StreamingUnpickler(io.BytesIO(b""), 0)
+    dtype = np.dtype("U1", copy=True)  # not numpy's shared one: this test changes it
+    array = np.ndarray((0,), np.int8)
+    array.__setstate__((1, (), dtype, False, b"w\0\0\0"))
+    vm._note_array(array)
+    assert vm._check_item(("x", [array])) > 4
+    dtype.__setstate__((3, "<", None, None, None, 400_000_000, 4, 8))  # what a late BUILD did
+    assert array.nbytes == 400_000_000
+    with pytest.raises(UnsafePickleError, match="claims 400000000 bytes over a 4-byte buffer"):
+        vm._check_item(("x", [array]))
+    with pytest.raises(UnsafePickleError, match="an array this reader did not build"):
+        vm._check_item(np.zeros(3))
