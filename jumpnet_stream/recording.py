@@ -43,14 +43,22 @@ def unwrap(value: object) -> object:
 
 
 _NUMBER = (int, float, np.integer, np.floating)
+# Not numbers although isinstance says so: numpy's timedelta64 is a signedinteger (and float() of one
+# with a unit is a datetime.timedelta, a TypeError); datetime64 for symmetry; bools are flags.
+_NOT_NUMBER = (bool, np.bool_, np.timedelta64, np.datetime64)
 MAX_INDEX = 2 ** 62  # frame indices beyond this are garbage (an hour at 30 fps is 108,000 frames)
+
+
+def is_number(value: object) -> bool:
+    """A real number (int or float, Python's or numpy's), and not a time, a date or a bool."""
+    return isinstance(value, _NUMBER) and not isinstance(value, _NOT_NUMBER)
 
 
 def _number(value: object, what: str) -> int | float | np.number:
     value = unwrap(value)
     if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
         value = value.reshape(())[()]
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, _NUMBER):
+    if not is_number(value):
         raise Malformed(f"{what} is not a number")
     return value
 
@@ -93,9 +101,9 @@ def as_vector(value: object, length: int, what: str) -> np.ndarray:
         raise Malformed(f"{what} is not numeric") from None
     if raw.size != length:
         raise Malformed(f"{what} has {raw.size} values, expected {length} (one per key)")
-    if raw.dtype.hasobject:  # a list of wrapped values: each must be a number
+    if raw.dtype.hasobject:  # a list of wrapped values: each must be a number (or a bool: a flag)
         items = [unwrap(item) for item in raw.reshape(-1)]
-        if not all(isinstance(item, (*_NUMBER, np.bool_)) for item in items):
+        if not all(is_number(item) or isinstance(item, (bool, np.bool_)) for item in items):
             raise Malformed(f"{what} is not numeric")
         raw = items
     elif raw.dtype.kind not in "biuf":
