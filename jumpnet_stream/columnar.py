@@ -4,6 +4,7 @@ and no pickle; written and read as streams (the image member is appended chunk b
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 from typing import Any, Iterator
@@ -13,8 +14,11 @@ from numpy.lib import format as npy_format
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
-from .npz import read_header, read_provenance, read_small_array
+from .npz import _member_name, _open_zip, _read_errors, read_header, read_provenance, read_small_array
 from .recording import normalize_keys
+from .store import MAX_SMALL_BYTES, check_columns
+
+_DEFLATE_RATIO = 1100  # deflate expands at most 1032 times: a member declaring more than that is forged
 
 
 class ColumnarNpzWriter:
@@ -72,17 +76,39 @@ class ColumnarNpzDataset:
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
-        with zipfile.ZipFile(self.path) as zf:
-            info = zf.getinfo("image.npy")
-            with zf.open(info) as f:
-                shape, fortran, dtype = read_header(f, self.path, "image")
-        if fortran or len(shape) != 4 or dtype.kind not in "uf":
-            raise JumpnetError(self.path, f"'image' is {shape} {dtype}, expected (N, H, W, 3) uint8 or float")
+        headers = self._headers()
+        shape, fortran, dtype = headers["image"]
+        if fortran:
+            raise JumpnetError(self.path, "'image' is stored in Fortran order, expected C order")
         self._shape, self._dtype = shape, dtype
         self.image_shape = tuple(shape[1:])
         self.keys = normalize_keys(read_small_array(self.path, "keys"), self.path)
+        check_columns(self.path, self.keys, {name: (h[0], h[2]) for name, h in headers.items()},
+                      image_dtypes=("uint8", "float32"))
         self.provenance = read_provenance(self.path)
-        self._small = {name: read_small_array(self.path, name, limit=None) for name in SAMPLE_FIELDS[1:]}
+        self._small = {name: _text(self.path, name, read_small_array(self.path, name, limit=MAX_SMALL_BYTES))
+                       for name in SAMPLE_FIELDS[1:]}
+
+    def _headers(self) -> dict[str, tuple[tuple[int, ...], bool, np.dtype]]:
+        """Every field's .npy header, each member's size checked against what it declares: the rows
+        claimed must be in the file (at most deflate's ratio over its compressed bytes), and the small
+        fields, kept in memory, within :data:`MAX_SMALL_BYTES` together."""
+        headers, small = {}, 0
+        with _open_zip(self.path) as zf:
+            for name in SAMPLE_FIELDS:
+                info = zf.getinfo(_member_name(zf, self.path, name))
+                with _read_errors(self.path, name), zf.open(info) as f:
+                    headers[name] = shape, _, dtype = read_header(f, self.path, name)
+                    declared = math.prod(shape) * (1 if dtype.hasobject else dtype.itemsize)
+                    if declared > info.file_size - f.tell() or declared > info.compress_size * _DEFLATE_RATIO:
+                        raise JumpnetError(self.path, f"'{name}' declares {shape} {dtype}, more than its "
+                                                      f"{info.file_size} bytes hold")
+                if name != "image":
+                    small += declared
+        if small > MAX_SMALL_BYTES:
+            raise JumpnetError(self.path, f"its fields other than 'image' declare {small >> 20} MB, over the "
+                                          f"{MAX_SMALL_BYTES >> 20} MB kept in memory")
+        return headers
 
     def __len__(self) -> int:
         return self._shape[0]
@@ -104,3 +130,12 @@ class ColumnarNpzDataset:
 
     def column(self, name: str) -> np.ndarray:
         return self._small[name]
+
+
+def _text(path: str, name: str, column: np.ndarray) -> np.ndarray:
+    """A text field as a str array (another writer may have stored an object array of str)."""
+    if column.dtype.hasobject:
+        if not all(isinstance(value, str) for value in column.reshape(-1)):
+            raise JumpnetError(path, f"'{name}' holds values that are not text")
+        return column.astype(str)
+    return column

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Iterator
 
@@ -12,8 +13,63 @@ import numpy as np
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
 from .npz import provenance_records
+from .store import check_columns, check_keys
 
 _STRING = h5py.string_dtype("utf-8")
+#: HDF5 filters that only compress or check data (gzip, shuffle, fletcher32, szip, lzf); any other (a
+#: plugin, scale-offset, n-bit) is refused.
+KNOWN_FILTERS = {h5py.h5z.FILTER_DEFLATE: "gzip", h5py.h5z.FILTER_SHUFFLE: "shuffle",
+                 h5py.h5z.FILTER_FLETCHER32: "fletcher32", h5py.h5z.FILTER_SZIP: "szip",
+                 h5py.h5z.FILTER_LZF: "lzf"}
+MAX_ATTRIBUTE_BYTES = 16 << 20  # 'keys' and 'provenance' (a JSON record of the stages)
+
+
+def _check_field(path: str, file: h5py.File, name: str) -> h5py.Dataset:
+    """A field's dataset, refused unless its data is this file's own: a hard link to a dataset, neither
+    virtual nor in external files, with no filter but known compressions."""
+    link = file.get(name, getlink=True)
+    if not isinstance(link, h5py.HardLink):
+        kind = {h5py.SoftLink: "a soft link", h5py.ExternalLink: "an external link"}.get(type(link), "a link")
+        raise JumpnetError(path, f"'{name}' is {kind}: a dataset's fields must be its own")
+    dataset = file[name]
+    if not isinstance(dataset, h5py.Dataset):
+        raise JumpnetError(path, f"'{name}' is a group, expected a dataset")
+    if dataset.is_virtual:
+        raise JumpnetError(path, f"'{name}' is a virtual dataset (its data would come from other files)")
+    if dataset.external:
+        raise JumpnetError(path, f"'{name}' keeps its data in external files ({dataset.external[0][0]!r}, ...)")
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = plist.get_filter(i)[0]
+        if code not in KNOWN_FILTERS:
+            raise JumpnetError(path, f"'{name}' uses HDF5 filter {code}, not one of the known compressions "
+                                     f"({', '.join(sorted(KNOWN_FILTERS.values()))})")
+    return dataset
+
+
+def _attribute(path: str, file: h5py.File, name: str, default: object) -> object:
+    if name not in file.attrs:
+        return default
+    attribute = file.attrs.get_id(name)
+    if attribute.get_storage_size() > MAX_ATTRIBUTE_BYTES:
+        raise JumpnetError(path, f"attribute '{name}' is implausibly large ({attribute.get_storage_size()} bytes)")
+    return file.attrs[name]
+
+
+def _check_rows_on_disk(path: str, rows: int, image: h5py.Dataset) -> None:
+    """N rows of images are stored in this file: every chunk written, or contiguous data of N rows."""
+    row_bytes = image.dtype.itemsize * math.prod(image.shape[1:])
+    if image.chunks is not None:
+        needed = -(-rows // image.chunks[0])
+        stored = image.id.get_num_chunks() if needed else 0
+        ok = stored >= needed
+    else:
+        stored = image.id.get_storage_size()
+        ok = stored >= rows * row_bytes
+    if not ok:
+        unit = "chunks" if image.chunks is not None else "bytes"
+        raise JumpnetError(path, f"claims {rows} samples, but its 'image' holds only {stored} {unit} (damaged, or "
+                                 "not what it claims)")
 
 
 class H5DatasetWriter:
@@ -73,12 +129,27 @@ class H5Dataset:
             self._file = h5py.File(self.path, "r")
         except OSError as exc:
             raise JumpnetError(self.path, f"not an HDF5 file ({exc})") from None
+        try:
+            self._check()
+        except BaseException:
+            self._file.close()
+            raise
+        self.image_shape = tuple(self._file["image"].shape[1:])
+
+    def _check(self) -> None:
+        """Refuse on open what does not fit (see :func:`_check_field`, :func:`store.check_columns`)."""
         missing = [name for name in SAMPLE_FIELDS if name not in self._file]
         if missing:
             raise JumpnetError(self.path, f"is not a jumpnet-stream dataset (no {', '.join(missing)})")
-        self.keys = [k.decode() if isinstance(k, bytes) else str(k) for k in self._file.attrs.get("keys", [])]
-        self.provenance = provenance_records(self._file.attrs.get("provenance", "[]"))
-        self.image_shape = tuple(self._file["image"].shape[1:])
+        fields = {name: _check_field(self.path, self._file, name) for name in SAMPLE_FIELDS}
+        keys = _attribute(self.path, self._file, "keys", [])
+        if isinstance(keys, np.ndarray) and keys.ndim == 1:
+            keys = [k.decode("utf-8", "replace") if isinstance(k, bytes) else k for k in keys.tolist()]
+        self.keys = check_keys(self.path, keys)
+        self.provenance = provenance_records(_attribute(self.path, self._file, "provenance", "[]"))
+        rows = check_columns(self.path, self.keys, {n: (d.shape, d.dtype) for n, d in fields.items()},
+                             image_dtypes=("uint8", "float32"), chunks={n: d.chunks for n, d in fields.items()})
+        _check_rows_on_disk(self.path, rows, fields["image"])
 
     def __len__(self) -> int:
         return self._file["label"].shape[0]

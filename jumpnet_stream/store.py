@@ -19,8 +19,9 @@ for 11% more bytes: negatives, most of every dataset, must be written as fast as
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import zarr
@@ -29,9 +30,106 @@ from zarr.codecs import ZstdCodec
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
 from .errors import JumpnetError
+from .npz import listing
+from .recording import MAX_KEYS
+from .safe_pickle import MAX_IMAGE_BYTES
 
 IMAGE_ROWS = 64
 SCALAR_ROWS = 4096
+
+# -- what a dataset may declare, checked on open (every format) --------------------------------------
+#: One stored chunk of any field, uncompressed: reading a row reads (and decompresses) its whole chunk.
+#: 64 frames of 227x227x3 uint8 are 9.9 MB; a chunk claiming 64 frames of 8000x8000 would be 12 GB.
+MAX_CHUNK_BYTES = 64 << 20
+#: The small fields (all but ``image``) that a columnar .npz keeps in memory, together: 128 MiB is a
+#: million samples or so (an hour of video at 30 fps is 108,000 frames).
+MAX_SMALL_BYTES = 128 << 20
+_TEXT_ITEM = 16  # bytes per string counted for a chunk of text (a pointer and a short string)
+_FIELD_KINDS = {"label": "f", "keys_raw": "f", "hold_duration": "f", "frame_index": "iu", "phase": "UOST",
+                "source": "UOST"}  # numpy kinds: floats, integers, text of any store's flavour
+
+
+def check_keys(path: str, keys: object) -> list[str]:
+    """A dataset's stored key list: a list of distinct, non-empty strings."""
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, str) for k in keys):
+        kind = type(keys).__name__ if not isinstance(keys, (list, tuple)) else \
+            f"list holding a {next(type(k).__name__ for k in keys if not isinstance(k, str))}"
+        raise JumpnetError(path, f"'keys' is a {kind}, expected a list of key names")
+    if not keys or len(keys) > MAX_KEYS:
+        raise JumpnetError(path, f"'keys' holds {len(keys)} names, expected 1 to {MAX_KEYS}")
+    if any(not k.strip() for k in keys):
+        raise JumpnetError(path, "'keys' holds an empty name")
+    repeated = sorted({k for k in keys if list(keys).count(k) > 1})
+    if repeated:
+        raise JumpnetError(path, f"'keys' repeats {listing(repeated)}")
+    return list(keys)
+
+
+def check_columns(path: str, keys: list[str], columns: Mapping[str, tuple[tuple[int, ...], np.dtype]],
+                  image_dtypes: tuple[str, ...] = ("uint8",),
+                  chunks: Mapping[str, tuple[int, ...] | None] | None = None) -> int:
+    """Validate a dataset's fields against the sample schema before anything is read: images (N, H, W, 3)
+    within :data:`MAX_IMAGE_BYTES` each, the vectors (N, K) with K the number of keys, every field N
+    long and of its kind, every stored chunk within :data:`MAX_CHUNK_BYTES`. Returns N."""
+    shape, dtype = columns["image"]
+    if len(shape) != 4 or shape[3] != 3 or min(shape[1:3]) < 1:
+        raise JumpnetError(path, f"'image' has shape {tuple(shape)}, expected (N, height, width, 3)")
+    if str(dtype) not in image_dtypes:
+        raise JumpnetError(path, f"'image' is {dtype}, expected {' or '.join(image_dtypes)}")
+    image_bytes = math.prod(shape[1:]) * dtype.itemsize
+    if image_bytes > MAX_IMAGE_BYTES:
+        raise JumpnetError(path, f"its images are {shape[1]}x{shape[2]} ({image_bytes >> 20} MB each), over the "
+                                 f"{MAX_IMAGE_BYTES >> 20} MB an image may take")
+    rows = shape[0]
+    for name in SAMPLE_FIELDS[1:]:
+        shape, dtype = columns[name]
+        want = (rows, len(keys)) if name in ("keys_raw", "hold_duration") else (rows,)
+        if tuple(shape) != want:
+            if len(shape) == 2 and name in ("keys_raw", "hold_duration") and shape[0] == rows:
+                raise JumpnetError(path, f"'{name}' has {shape[1]} columns, but 'keys' names {len(keys)} keys")
+            raise JumpnetError(path, f"'{name}' has shape {tuple(shape)}, but 'image' has {rows} rows: "
+                                     f"expected {want}")
+        if dtype.kind not in _FIELD_KINDS[name] or (dtype.kind in "fiu" and dtype.itemsize > 8):
+            raise JumpnetError(path, f"'{name}' is {dtype}, not a {_KIND_NAMES[_FIELD_KINDS[name]]} field")
+    for name, chunk in (chunks or {}).items():
+        if chunk is None:
+            continue
+        dtype = columns[name][1]
+        size = math.prod(chunk) * (_TEXT_ITEM if dtype.kind in "OST" else dtype.itemsize)
+        if len(chunk) != len(columns[name][0]) or min(chunk, default=1) < 1 or size > MAX_CHUNK_BYTES:
+            raise JumpnetError(path, f"'{name}' is stored in chunks of {tuple(chunk)} ({size >> 20} MB each "
+                                     f"uncompressed), over the {MAX_CHUNK_BYTES >> 20} MB a chunk may take")
+    return rows
+
+
+_KIND_NAMES = {"f": "float", "iu": "integer", "UOST": "text"}
+_ZARR_CODECS = {"bytes", "zstd", "gzip", "blosc", "crc32c", "transpose", "vlen-utf8", "vlen-bytes"}
+
+
+def _check_zarr_array(path: str, name: str, array: Any) -> None:
+    """A stored field: a plain zarr v3 array of known codecs (no sharding, no codec that runs code)."""
+    metadata = array.metadata
+    if getattr(metadata, "zarr_format", None) != 3:
+        raise JumpnetError(path, f"'{name}' is not a zarr v3 array (this tool writes v3 stores)")
+    codecs = [codec.to_dict().get("name") for codec in metadata.codecs]
+    unknown = [str(c) for c in codecs if c not in _ZARR_CODECS]
+    if unknown:
+        raise JumpnetError(path, f"'{name}' uses the codec {unknown[0]}, which this tool does not read")
+
+
+def _check_rows_on_disk(path: str, rows: int, image: Any) -> None:
+    """A store claiming N rows holds every image chunk (the writer stores even empty ones): a claim of
+    10**9 rows over a few chunk files is refused before anything is sized from it. The chunk files are
+    counted on disk (zarr's own count tries every chunk the shape allows)."""
+    needed = -(-rows // image.chunks[0])
+    stored = 0
+    for folder, _, files in os.walk(os.path.join(path, "image")):
+        stored += sum(1 for name in files if name != "zarr.json")
+        if stored >= needed:
+            return
+    if stored < needed:
+        raise JumpnetError(path, f"claims {rows} samples, but holds {stored} of the {needed} image chunks they "
+                                 "need (damaged, or not what it claims)")
 _ARRAY_CONFIG = {"write_empty_chunks": True}  # skip zarr's per-chunk "is it empty?" scan
 _KEY_ENCODING = {"name": "default", "separator": "."}  # chunk files side by side, no directory each
 
@@ -72,6 +170,11 @@ class ZarrDatasetWriter:
         self._zstd = Zstd(level=level)
 
     def _create(self, image_shape: tuple[int, int, int]) -> None:
+        chunk_bytes = self.image_rows * math.prod(image_shape)
+        if chunk_bytes > MAX_CHUNK_BYTES:  # what every reader refuses
+            raise JumpnetError(None, f"--rechunk {self.image_rows}: chunks of {self.image_rows} images of "
+                                     f"{image_shape[0]}x{image_shape[1]} take {chunk_bytes >> 20} MB, over the "
+                                     f"{MAX_CHUNK_BYTES >> 20} MB a chunk may take")
         k = len(self.keys)
         for name in SAMPLE_FIELDS:
             shape, dtype, chunks = _column_spec(name, k, image_shape, self.image_rows)
@@ -165,11 +268,20 @@ class ZarrDataset:
         try:
             self._group = zarr.open_group(self.path, mode="r")
             self._arrays = {name: self._group[name] for name in SAMPLE_FIELDS}
-        except (KeyError, FileNotFoundError, ValueError, zarr.errors.BaseZarrError) as exc:
+            attrs = self._group.attrs.asdict()
+        except (KeyError, FileNotFoundError, ValueError, TypeError, zarr.errors.BaseZarrError) as exc:
             raise JumpnetError(self.path, f"is not a jumpnet-stream dataset store ({exc})") from None
-        attrs = self._group.attrs.asdict()
-        self.keys: list[str] = list(attrs.get("keys", []))
-        self.provenance: list[dict[str, Any]] = list(attrs.get("provenance", []))
+        not_arrays = [name for name, array in self._arrays.items() if not isinstance(array, zarr.Array)]
+        if not_arrays:
+            raise JumpnetError(self.path, f"'{not_arrays[0]}' is a group, expected an array")
+        for name, array in self._arrays.items():
+            _check_zarr_array(self.path, name, array)
+        self.keys: list[str] = check_keys(self.path, attrs.get("keys"))
+        provenance = attrs.get("provenance", [])
+        self.provenance: list[dict[str, Any]] = provenance if isinstance(provenance, list) else []
+        rows = check_columns(self.path, self.keys, {n: (a.shape, a.dtype) for n, a in self._arrays.items()},
+                             chunks={n: a.chunks for n, a in self._arrays.items()})
+        _check_rows_on_disk(self.path, rows, self._arrays["image"])
         self.image_shape = tuple(self._arrays["image"].shape[1:])
 
     def __len__(self) -> int:
