@@ -338,23 +338,31 @@ class StreamingUnpickler:
         early, down to the last one, and refuse if it is still too much."""
         self._weigh_memo()
         seen: set[int] = set()
-        levels = [*self.metastack, self.stack]
-        at_level = self._level is not None and len(self.metastack) == self._level
-        held = sum(_weight(x, seen) for level in (levels[:-1] if at_level else levels) for x in level)
+        batch = self._batch_stack()
+        held = sum(_weight(x, seen) for level in (*self.metastack, self.stack) if level is not batch for x in level)
         held += coming + (self._memo_weight + self._handed if self._whole else 0)
-        if at_level and not self._whole:
-            weights = [_weight(x, seen) for x in self.stack]
-            # Under pressure the lag shrinks to one item: only a crafted file makes anything but the top
-            # one part of a later item, and then its element count comes out wrong and it is refused.
-            while len(self.stack) > 1 and held + sum(weights) > self._max_live // 2 \
-                    and self._finished(self.stack[0]):
-                self._emit(self.stack.pop(0))
+        if batch is not None:
+            weights = [_weight(x, seen) for x in batch]
+            # Under pressure the lag shrinks to one item (even while the next one is being built, deeper):
+            # only a crafted file makes anything but the top one part of a later item, and then its element
+            # count comes out wrong and it is refused.
+            while len(batch) > 1 and held + sum(weights) > self._max_live // 2 and self._finished(batch[0]):
+                self._emit(batch.pop(0))
                 weights.pop(0)
+                if batch is not self.stack:
+                    self._buried -= 1
             held += sum(weights)
         self._fresh = held - coming
         if held > self._max_live:
             raise UnsafePickleError(f"pickle holds more than {self._max_live >> 20} MB at once before handing "
                                     "out an element (a memory bomb?)")
+
+    def _batch_stack(self) -> list | None:
+        """The stack level of the element list's batch (its waiting items), if one is open; a whole load
+        keeps all its items anyway."""
+        if self._level is None or self._whole:
+            return None
+        return self.stack if len(self.metastack) == self._level else self.metastack[self._level]
 
     def _note_array(self, array: np.ndarray) -> None:
         """Remember the bytes an array was built over, for :meth:`_check_item`."""
