@@ -13,7 +13,7 @@ import numpy as np
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, empty_samples, images_to_float, images_to_uint8, select_rows
 from .errors import JumpnetError
 from .npz import provenance_records
-from .store import check_columns, check_keys
+from .store import check_columns, check_keys, chunk_rows
 
 _STRING = h5py.string_dtype("utf-8")
 #: HDF5 filters that only compress or check data (gzip, shuffle, fletcher32, szip, lzf); any other (a
@@ -88,7 +88,8 @@ class H5DatasetWriter:
         for name in SAMPLE_FIELDS:
             column = chunk[name]
             dtype = self.image_dtype if name == "image" else _STRING if column.dtype.kind == "U" else column.dtype
-            rows = DEFAULT_ROWS if name == "image" else 4096
+            rows = chunk_rows(DEFAULT_ROWS, self.image_dtype.itemsize * math.prod(column.shape[1:])) \
+                if name == "image" else 4096
             self._file.create_dataset(name, shape=(0, *column.shape[1:]), maxshape=(None, *column.shape[1:]),
                                       dtype=dtype, chunks=(rows, *column.shape[1:]), compression="lzf")
 

@@ -102,6 +102,12 @@ def check_columns(path: str, keys: list[str], columns: Mapping[str, tuple[tuple[
     return rows
 
 
+def chunk_rows(rows: int, row_bytes: int) -> int:
+    """Rows per stored chunk: ``rows``, or fewer if that many would take more than MAX_CHUNK_BYTES (what
+    every reader refuses); at least one."""
+    return max(1, min(rows, MAX_CHUNK_BYTES // max(1, row_bytes)))
+
+
 _KIND_NAMES = {"f": "float", "iu": "integer", "UOST": "text"}
 _ZARR_CODECS = {"bytes", "zstd", "gzip", "blosc", "crc32c", "transpose", "vlen-utf8", "vlen-bytes"}
 
@@ -148,7 +154,10 @@ def _column_spec(name: str, k: int, image_shape: tuple[int, int, int], image_row
 
 
 class ZarrDatasetWriter:
-    """Appends sample chunks to a new zarr group at ``path``; :meth:`finish` writes the attributes."""
+    """Appends sample chunks to a new zarr group at ``path``; :meth:`finish` writes the attributes.
+
+    ``image_rows`` images go in each image chunk, or as many as fit in MAX_CHUNK_BYTES (which every
+    reader refuses beyond): 434 of 227x227, 10 of 1920x1080."""
 
     def __init__(self, path: str | os.PathLike, keys: list[str], image_shape: tuple[int, int, int] | None = None,
                  *, level: int = 1, image_rows: int = IMAGE_ROWS):
@@ -170,11 +179,7 @@ class ZarrDatasetWriter:
         self._zstd = Zstd(level=level)
 
     def _create(self, image_shape: tuple[int, int, int]) -> None:
-        chunk_bytes = self.image_rows * math.prod(image_shape)
-        if chunk_bytes > MAX_CHUNK_BYTES:  # what every reader refuses
-            raise JumpnetError(None, f"--rechunk {self.image_rows}: chunks of {self.image_rows} images of "
-                                     f"{image_shape[0]}x{image_shape[1]} take {chunk_bytes >> 20} MB, over the "
-                                     f"{MAX_CHUNK_BYTES >> 20} MB a chunk may take")
+        self.image_rows = chunk_rows(self.image_rows, math.prod(image_shape))
         k = len(self.keys)
         for name in SAMPLE_FIELDS:
             shape, dtype, chunks = _column_spec(name, k, image_shape, self.image_rows)
