@@ -290,14 +290,10 @@ def many_objects_in_one_entry(folder: Path) -> Path:
 
 def _image_entries(path: Path, shape: tuple[int, ...], dtype: str, count: int) -> Path:
     """``count`` events whose image is an array of ``shape`` and ``dtype`` (zeros, deflated)."""
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    head = (MARK + RECONSTRUCT + p_global("numpy", "ndarray") + p_int(0) + TUPLE1 + b"C\x01b" + TUPLE3
-            + REDUCE + MARK + p_int(1) + p_object(tuple(shape)) + p_object(np.dtype(dtype)) + FALSE)
-    rest = (TUPLE + BUILD + p_float(0.0) + p_object(np.ones(1, np.float32)) + p_object(np.zeros(1, np.float32))
-            + p_str("press") + p_int(0) + TUPLE)
+    head, nbytes, rest = _image_entry(shape, dtype)
 
     def body(f) -> None:
-        for i in range(count):
+        for _ in range(count):
             f.write(head)
             _big_bytes(nbytes)(f)
             f.write(rest)
@@ -313,6 +309,32 @@ def image_bomb_uint8(folder: Path) -> Path:
     """Six events with 4096x4096 RGB uint8 images (48 MiB each): each passes every per-object check of
     old, and the file is read to the end (exit 0) while the chunk being built grows by 48 MiB per event."""
     return _image_entries(folder / "image_u8.npz", (4096, 4096, 3), "|u1", 6)
+
+
+def _image_entry(shape: tuple[int, ...], dtype: str) -> tuple[bytes, int, bytes]:
+    """An event whose image is an array of ``shape`` and ``dtype``: the pickle before its data, the data's
+    size, the pickle after it (the data, zeros, is streamed by the caller)."""
+    head = (MARK + RECONSTRUCT + p_global("numpy", "ndarray") + p_int(0) + TUPLE1 + b"C\x01b" + TUPLE3
+            + REDUCE + MARK + p_int(1) + p_object(tuple(shape)) + p_object(np.dtype(dtype)) + FALSE)
+    rest = (TUPLE + BUILD + p_float(0.0) + p_object(np.ones(1, np.float32)) + p_object(np.zeros(1, np.float32))
+            + p_str("press") + p_int(0) + TUPLE)
+    return head, int(np.prod(shape)) * np.dtype(dtype).itemsize, rest
+
+
+def legal_images_then_payload(folder: Path) -> Path:
+    """40 events with 1920x1080 float32 captures (23.7 MiB each, within every cap), then a payload
+    (``os.system``): the file is refused, but only after the chunk being built holds 40 images converted
+    to uint8 (6 MB each; recording.ImageBatcher fills 64 rows whatever their size: 548 MB with 63)."""
+    head, nbytes, rest = _image_entry((1080, 1920, 3), "<f4")
+    payload = MARK + p_global("os", "system") + p_str("true") + TUPLE1 + REDUCE + TUPLE
+
+    def body(f) -> None:
+        for _ in range(40):
+            f.write(head)
+            _big_bytes(nbytes)(f)
+            f.write(rest)
+        f.write(payload)
+    return _streamed_keylog(folder / "legal_then_payload.npz", b"", body, b"", count=41)
 
 
 def image_bomb_wide(folder: Path) -> Path:
