@@ -11,34 +11,38 @@ parameters; a re-run redoes only stages whose fingerprint is missing or changed.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from . import __version__
 from .errors import JumpnetError
 from .export import export
-from .formats import HOLD_LAYOUTS, create_dataset, disk_size, open_dataset, partial_path, remove_output
+from .formats import HOLD_LAYOUTS, create_dataset, disk_size, open_dataset, overlaps, partial_path, remove_output
 from .progress import progress_bar
-from .stages.augment import AugmentOptions, augment
+from .stages.augment import AugmentOptions, augment, check_multiplier
 from .stages.merge import merge, merged_chunks, union_keys
-from .stages.negatives import check_fits, eligible_frames, excluded_frames, write_negatives
+from .stages.negatives import check_fits, check_radius, write_negatives
 from .stages.preprocess import PAIRINGS, preprocess
-from .stages.reduce import choose
+from .sampling import Frames, choose_across
 from .npz import read_small_array
 from .recording import normalize_keys
 from .video import Video
 
 MANIFEST = "manifest.json"
+MAX_DEMO_SECONDS = 600
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 
 
@@ -73,6 +77,8 @@ class BuildOptions:
         for name in ("multiplier", "negatives", "radius"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise JumpnetError(None, f"--{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
+        check_radius(self.radius)
+        check_multiplier(self.multiplier)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
             raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed!r}")
         if not isinstance(self.key, str) or not self.key:
@@ -147,11 +153,16 @@ def load_config(path: str | os.PathLike) -> tuple[list[Recording], dict[str, Any
         return os.path.join(base, os.path.expanduser(value))
 
     recordings = []
-    for entry in config.pop("recording", []):
+    entries, folders = config.pop("recording", []), config.pop("directories", [])
+    if not isinstance(entries, list):
+        raise JumpnetError(path, "recording must be a list of [[recording]] tables")
+    if not isinstance(folders, list):
+        raise JumpnetError(path, f"directories must be a list of folders (directories = [\"...\"]), not {folders!r}")
+    for entry in entries:
         if not isinstance(entry, dict) or set(entry) != {"raw", "video"}:
             raise JumpnetError(path, f"each [[recording]] needs exactly 'raw' and 'video', not {entry!r}")
         recordings.append(Recording(resolve(entry["raw"], "raw"), resolve(entry["video"], "video")))
-    for folder in config.pop("directories", []):
+    for folder in folders:
         recordings += pair_directory(resolve(folder, "a directory"))
     if "output" in config:
         config["output"] = resolve(config["output"], "output")
@@ -159,6 +170,12 @@ def load_config(path: str | os.PathLike) -> tuple[list[Recording], dict[str, Any
     if unknown:
         raise JumpnetError(path, f"unknown setting(s) {', '.join(sorted(unknown))}: known are "
                                  f"{', '.join(OPTION_NAMES + ('output', 'recording', 'directories'))}")
+    types = {f.name: f.type for f in fields(BuildOptions)}
+    for name, value in config.items():
+        expected = {"int": int, "bool": bool, "str": str}.get(types.get(name, "str"), str)
+        if type(value) is not expected:  # bool is an int, and an int is no bool: the exact type
+            kind = {int: "a whole number", bool: "true or false", str: "a string"}[expected]
+            raise JumpnetError(path, f"setting {name} must be {kind}, not {value!r}")
     return recordings, config
 
 
@@ -290,16 +307,6 @@ class BuildReport:
     accounting: dict[str, Any] = field(default_factory=dict)
 
 
-def choose_negatives(eligible: list[np.ndarray], total: int, seed: int) -> list[np.ndarray]:
-    """``total`` frames chosen uniformly without replacement from all recordings' eligible frames
-    together (all if fewer), as sorted frame indices per recording."""
-    sizes = [len(e) for e in eligible]
-    n = sum(sizes)
-    picked = choose(n, total, seed)
-    bounds = np.cumsum([0] + sizes)
-    return [e[picked[(picked >= lo) & (picked < hi)] - lo] for e, lo, hi in zip(eligible, bounds[:-1], bounds[1:])]
-
-
 def _drop_unreleased(chunks, dropped: list[int]):
     """Positives whose hold is NaN (the press was never released) left out; their number added to ``dropped[0]``."""
     for chunk in chunks:
@@ -317,31 +324,58 @@ def _remove_partials(folder: str) -> None:
         remove_output(path)
 
 
-def _check_inputs(recordings: list[Recording], options: BuildOptions) -> None:
+def _check_inputs(recordings: list[Recording], options: BuildOptions, folder: str) -> None:
     """What can be refused before any work: missing files, a jump key a keylog does not track, a video
-    that does not open."""
+    that does not open, an input inside the output folder."""
     for recording in recordings:
         for path in (recording.raw, recording.video):
             if not os.path.isfile(path):
                 raise JumpnetError(path, "no such file")
+            if overlaps(folder, path):
+                raise JumpnetError(folder, f"holds the input {path}: a build's folder holds only its outputs; "
+                                           "choose another output folder")
         keys = normalize_keys(read_small_array(recording.raw, "keys"), recording.raw)
         if options.key not in keys:
             raise JumpnetError(recording.raw, f"key '{options.key}' is not in the recording's keys ({', '.join(keys)})")
         Video(recording.video)
 
 
-def _prepare_folder(folder: str) -> None:
-    """The output folder (and its missing parents) made, or an earlier build's folder checked."""
+LOCK = ".jumpnet-build.lock"
+
+
+@contextlib.contextmanager
+def _build_folder(folder: str, fresh: bool) -> Iterator["Manifest"]:
+    """The output folder (and its missing parents) made, or an earlier build's folder checked; locked
+    against a second build for as long as this one runs; its manifest written before any stage runs (so a
+    build killed in its first stage leaves a folder the next run recognises)."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise JumpnetError(folder, "output exists and is not a directory")
-    if os.path.isdir(folder) and os.listdir(folder) and not os.path.exists(os.path.join(folder, MANIFEST)):
+    if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} \
+            and not os.path.exists(os.path.join(folder, MANIFEST)):
         raise JumpnetError(folder, "output directory is not empty and holds no earlier build (manifest.json): "
                                    "choose a new or empty directory")
     try:
-        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
+        lock = open(os.path.join(folder, LOCK), "a+")
     except OSError as exc:
         raise JumpnetError(folder, f"cannot create the output folder: {exc.strerror}") from None
-    _remove_partials(folder)
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise JumpnetError(folder, f"is in use by another build ({holder}): wait for it, or choose another "
+                                       "output folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        manifest = Manifest(folder, fresh=fresh)
+        manifest.save()
+        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+        _remove_partials(folder)
+        yield manifest
 
 
 def build(recordings: list[Recording], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,
@@ -350,18 +384,22 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
     folder = os.fspath(folder)
     if not recordings:
         raise JumpnetError(None, "no recordings given (use --recording/--video pairs, a directory or --config)")
-    names = []  # stage labels: the recording's name, numbered when two share one
-    for recording in recordings:
-        same = sum(1 for r in recordings[:len(names)] if r.name == recording.name)
-        names.append(recording.name if not same else f"{recording.name}#{same + 1}")
     seen: set[str] = set()
     for recording in recordings:
         if os.path.realpath(recording.raw) in seen:
             raise JumpnetError(recording.raw, "this keylog is given twice")
         seen.add(os.path.realpath(recording.raw))
-    _check_inputs(recordings, options)
-    _prepare_folder(folder)
-    manifest = Manifest(folder, fresh=fresh)
+    _check_inputs(recordings, options, folder)
+    with _build_folder(folder, fresh) as manifest:
+        return _build(recordings, folder, options, manifest, quiet)
+
+
+def _build(recordings: list[Recording], folder: str, options: BuildOptions, manifest: "Manifest",
+           quiet: bool) -> BuildReport:
+    names = []  # stage labels: the recording's name, numbered when two share one
+    for recording in recordings:
+        same = sum(1 for r in recordings[:len(names)] if r.name == recording.name)
+        names.append(recording.name if not same else f"{recording.name}#{same + 1}")
     hashes = InputHashes([path for r in recordings for path in (r.raw, r.video)], manifest)
     manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
 
@@ -425,7 +463,7 @@ def build(recordings: list[Recording], folder: str | os.PathLike, options: Build
             if len(sizes) > 1:
                 raise JumpnetError(None, f"the recordings' captures differ in size "
                                          f"({', '.join(map(str, sorted(sizes)))}): build each size separately")
-            chosen = choose_negatives([entry["eligible"] for entry in plan], options.negatives, options.seed)
+            chosen = choose_across([entry["eligible"] for entry in plan], options.negatives, options.seed)
             negative_prints = []
             for recording, name, place, entry, wanted in zip(recordings, names, work, plan, chosen):
                 def run_negatives(entry=entry, wanted=wanted, out=f"{place}.negatives.zarr") -> dict:
@@ -507,9 +545,9 @@ def _plan_negatives(recording: Recording, positives: str, radius: int) -> dict[s
     dataset = open_dataset(positives)
     clip = Video(recording.video)
     check_fits(clip, dataset.column("frame_index"), recording.raw, radius)
-    frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
-    excluded = excluded_frames(dataset.column("frame_index"), radius)
-    return {"clip": clip, "frames": frames, "keys": dataset.keys, "eligible": eligible_frames(frames, excluded),
+    frames = clip.frame_count()
+    excluded = Frames.around(dataset.column("frame_index"), radius)
+    return {"clip": clip, "frames": frames, "keys": dataset.keys, "eligible": Frames.all(frames).minus(excluded),
             "size": tuple(dataset.image_shape[:2])}
 
 
@@ -559,6 +597,8 @@ def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True
     from .synth import make_recording
 
     folder = os.fspath(folder)
+    if not 1 <= seconds <= MAX_DEMO_SECONDS:
+        raise JumpnetError(None, f"seconds must be between 1 and {MAX_DEMO_SECONDS}, not {seconds}")
     recording = Recording(os.path.join(folder, "collected", "demo.npz"),
                           os.path.join(folder, "recordings", "demo_120000.mp4"))
     if not (os.path.isfile(recording.raw) and os.path.isfile(recording.video)):

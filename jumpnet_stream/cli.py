@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import warnings
 from dataclasses import asdict
@@ -240,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--positives", required=True, metavar="POS",
                    help="the positives (.zarr, .npz or .h5) of this recording")
-    p.add_argument("--radius", type=int, default=2, help="frames either side of a positive to exclude (default: 2)")
+    p.add_argument("--radius", type=int, default=2, help="frames either side of a positive to exclude (default: 2; "
+                   "at most 10**9: beyond the video's length it covers the whole video)")
     p.add_argument("--keep", type=int, default=None, metavar="N", help="keep N negatives chosen at random")
     p.add_argument("--seed", type=int, default=42, help="seed of the --keep choice (default: 42)")
     p.add_argument("--size", type=int, default=None,
@@ -265,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "probability. Seeded: the same input and seed give the same bytes.")
     p.add_argument("input", metavar="IN", help="dataset (.zarr, .npz or .h5), usually the positives")
     _common(p)
-    p.add_argument("--multiplier", type=int, default=2, help="augmented copies per sample (default: 2)")
+    p.add_argument("--multiplier", type=int, default=2, help="augmented copies per sample, 0 to 64 (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     p.add_argument("--p-flip", type=float, default=0.5, help="probability of a horizontal flip (default: 0.5)")
     p.add_argument("--p-brightness", type=float, default=0.5, help="probability of a brightness change (default: 0.5)")
@@ -323,10 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="build.toml", help="options and recordings in a TOML file (see README)")
     p.add_argument("-o", "--output", metavar="DIR", help="output directory (new, empty, or an earlier build's)")
     p.add_argument("--key", default=None, help="the jump key (default: w)")
-    p.add_argument("--multiplier", type=int, default=None, help="augmented copies per positive (default: 2)")
+    p.add_argument("--multiplier", type=int, default=None, help="augmented copies per positive, 0 to 64 "
+                   "(default: 2)")
     p.add_argument("--negatives", type=int, default=None, help="negatives in total (default: 500)")
     p.add_argument("--radius", type=int, default=None, help="frames either side of a positive that are never "
-                   "negatives (default: 2)")
+                   "negatives (default: 2; at most 10**9: beyond the video's length it covers the whole video)")
     p.add_argument("--seed", type=int, default=None, help="seed of every random choice (default: 42)")
     p.add_argument("--keep-unreleased", action="store_const", const=True, default=None,
                    help="keep positives whose press was never released (hold NaN)")
@@ -345,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "run 'build' on it into FOLDER/build, and draw FOLDER/sheet.png: the quickest check that "
                        "everything works on this machine.")
     p.add_argument("folder", metavar="FOLDER")
-    p.add_argument("--seconds", type=float, default=60.0, help="length of the recording (default: 60)")
+    p.add_argument("--seconds", type=float, default=60.0, help="length of the recording, 1 to 600 (default: 60)")
     _common(p, output=False)
     p.set_defaults(run=cmd_demo)
 
@@ -357,8 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", metavar="PATH", help="dataset (.zarr, .npz or .h5)")
     p.add_argument("-n", type=int, default=5, help="samples to preview (default: 5)")
     p.add_argument("--sheet", metavar="OUT.png", help="draw a contact sheet")
-    p.add_argument("--count", type=int, default=24, help="samples on the sheet (default: 24)")
-    p.add_argument("--columns", type=int, default=6, help="sheet columns (default: 6)")
+    p.add_argument("--count", type=int, default=24, help="samples on the sheet, at most 1000 (default: 24)")
+    p.add_argument("--columns", type=int, default=6, help="sheet columns, 1 to 100 (default: 6)")
     p.add_argument("--pick", choices=["first", "spread", "random"], default="first",
                    help="which samples: the first, evenly spread, or random (default: first)")
     p.add_argument("--seed", type=int, default=42, help="seed of --pick random (default: 42)")
@@ -376,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("raw", metavar="RAW.npz", help="recorder keylog")
     p.add_argument("video", metavar="VIDEO", help="the video it should belong to")
     p.add_argument("--size", type=int, default=None, help="image size to compare at (default: the keylog's)")
-    p.add_argument("--sample", type=int, default=200, help="events whose images are compared (default: 200)")
+    p.add_argument("--sample", type=int, default=200, help="events whose images are compared, 1 to 1000 "
+                   "(default: 200)")
     p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
     _common(p, output=False)
@@ -384,10 +388,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: every output in progress is removed on the way out."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 are printed escaped, never crash
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
     _one_line_warnings()
     return_large_buffers_to_os()
+    signal.signal(signal.SIGTERM, _terminate)
     run: Callable[[argparse.Namespace], Result] = args.run
     try:
         counts, summary = run(args)
@@ -404,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename else ""
         print(f"{PROG}: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
+    except Terminated:
+        print(f"{PROG}: terminated (nothing half-written was kept)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted (nothing half-written was kept)", file=sys.stderr)
         return 130

@@ -38,7 +38,7 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str =
     the jump key the dataset was built for (from its provenance) or its only key. ``keys`` names the
     keys of an input that holds none (the original scripts' files)."""
     input, output = os.fspath(input), os.fspath(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input, keys=keys)
     legacy = output.lower().endswith(".npz") and layout == "legacy"
     if legacy and not force:

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
+import re
 import shutil
+import socket
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 
 from .chunk import DEFAULT_ROWS, Chunk
 from .errors import JumpnetError
+from .names import printable_tree
 from .columnar import ColumnarNpzDataset, ColumnarNpzWriter
 from .h5 import H5Dataset, H5DatasetWriter
 from .legacy import LegacyNpzDataset, LegacyNpzWriter
@@ -86,23 +90,42 @@ def _is_columnar(path: str) -> bool:
         return "image.npy" in zf.namelist()
 
 
-def check_output(path: str | os.PathLike, overwrite: bool = False) -> str:
-    """Validate an output path before any work starts: known format, writable folder, no clobbering."""
+def check_output(path: str | os.PathLike, overwrite: bool = False,
+                 inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """Validate an output path before any work starts: known format, writable folder, no clobbering,
+    and never one of ``inputs``."""
     path = os.fspath(path)
     _extension(path)
-    return check_target(path, overwrite)
+    return check_target(path, overwrite, inputs)
 
 
-def check_target(path: str, overwrite: bool = False) -> str:
-    """An output of any kind: its folder exists and is writable, and it is not there unless ``overwrite``."""
+def check_target(path: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """An output of any kind: its folder exists and is writable, it is not there unless ``overwrite``, and
+    it is none of ``inputs`` (the same file or store, a link to one, inside one, or holding one)."""
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise JumpnetError(path, f"output folder {parent} does not exist")
     if not os.access(parent, os.W_OK):
         raise JumpnetError(path, f"output folder {parent} is not writable")
+    for source in inputs:
+        if overlaps(path, os.fspath(source)):
+            raise JumpnetError(path, f"is an input of this command ({os.fspath(source)}): an output never replaces "
+                                     "an input; choose another name")
     if os.path.lexists(path) and not overwrite:
         raise JumpnetError(path, "output exists (pass --overwrite to replace it)")
     return path
+
+
+def overlaps(output: str, source: str) -> bool:
+    """Whether writing ``output`` could touch ``source``: the same path once links are followed, the same
+    file (a hard link), or one inside the other (a store directory)."""
+    out, src = os.path.realpath(output), os.path.realpath(source)
+    if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
+        return True
+    try:
+        return os.path.exists(out) and os.path.exists(src) and os.path.samefile(out, src)
+    except OSError:
+        return False
 
 
 def disk_size(path: str | os.PathLike) -> int:
@@ -114,9 +137,32 @@ def disk_size(path: str | os.PathLike) -> int:
 
 
 def partial_path(path: str) -> str:
-    """Where an output is written until it is complete: a hidden sibling, ``.NAME.partial-PID``."""
+    """Where an output is written until it is complete: a hidden sibling, ``.NAME.partial-HOST-PID`` (two
+    hosts writing to one shared folder never collide)."""
     parent, name = os.path.split(os.path.abspath(path))
-    return os.path.join(parent, f".{name}.partial-{os.getpid()}")
+    return os.path.join(parent, f".{name}.partial-{_HOST}-{os.getpid()}")
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_partials(path: str) -> None:
+    """Remove what killed runs on this host left of ``path``'s temporary outputs (their process is gone)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.partial-{_HOST}-*")):
+        pid = stale.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_output(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def remove_output(path: str) -> None:
@@ -215,20 +261,26 @@ def jump_key(provenance: list[dict[str, Any]]) -> str | None:
 
 @contextlib.contextmanager
 def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool = False,
-                   options: WriteOptions = WriteOptions()) -> Iterator[DatasetWriter]:
-    """A writer for ``path`` (format by extension) that lands only if the block completes.
+                   options: WriteOptions = WriteOptions(),
+                   inputs: Iterable[str | os.PathLike] = ()) -> Iterator[DatasetWriter]:
+    """A writer for ``path`` (format by extension) that lands only if the block completes; never one of
+    ``inputs``.
 
     The caller sets ``writer.provenance`` (a list of stage records) before the block ends.
     """
-    path = check_output(path, overwrite)
+    path = check_output(path, overwrite, inputs)
     _check_options(path, _extension(path), keys, options)
+    remove_stale_partials(path)
     temp = partial_path(path)
     remove_output(temp)
-    writer = _writer(temp, _extension(path), keys, options, name=path)
-    writer.provenance = []
+    try:
+        writer = _writer(temp, _extension(path), keys, options, name=path)
+        writer.provenance = []
+    except OSError as exc:
+        raise JumpnetError(path, f"cannot write the output: {exc.strerror or exc}") from None
     try:
         yield writer
-        writer.finish(writer.provenance)
+        writer.finish(printable_tree(writer.provenance))
         _land(temp, path)
     except BaseException as exc:
         try:
@@ -238,11 +290,16 @@ def create_dataset(path: str | os.PathLike, keys: list[str], *, overwrite: bool 
         remove_output(temp)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
             raise JumpnetError(path, f"cannot write the output: {os.strerror(exc.errno)} (nothing was kept)") from exc
+        if isinstance(exc, OSError) and temp in (exc.filename, exc.filename2):  # name the output, not its temp
+            raise JumpnetError(path, f"cannot write the output: {exc.strerror or exc}") from exc
         raise
 
 
 def _land(temp: str, path: str) -> None:
-    """Move the finished output into place; an old output is replaced only once the new one is there."""
+    """Move the finished output into place; an old output is replaced only once the new one is there (a
+    link named as the output is replaced by the output, never its target)."""
+    if os.path.islink(path) and os.path.isdir(temp):
+        os.remove(path)  # a directory cannot be renamed over a link
     if not os.path.isdir(path) or os.path.islink(path):
         os.replace(temp, path)  # atomic for files
         return

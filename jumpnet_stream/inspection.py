@@ -21,7 +21,7 @@ from .keylog import KeylogSummary, describe_keylog
 from .legacy import LegacyNpzDataset, is_keylog_file
 from .npz import ObjectArrayReader, read_header
 from .recording import as_image, entry_fields
-from .stages.reduce import choose
+from .sampling import choose
 from .store import ZarrDataset
 
 #: Contact sheet geometry in pixels: coloured border around each image, caption strip under it,
@@ -32,6 +32,7 @@ POSITIVE_BGR, NEGATIVE_BGR, OTHER_BGR = (60, 200, 60), (150, 150, 150), (0, 170,
 _BACKGROUND_BGR, _TEXT_BGR = (32, 32, 32), (235, 235, 235)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 PICKS = ("first", "spread", "random")
+MAX_SHEET_SAMPLES = 1000  # a sheet of 1000 160-pixel tiles is about 100 MB while it is drawn
 
 
 def _number(value: float) -> str:
@@ -232,10 +233,10 @@ def cell_origin(index: int, columns: int, tile: int) -> tuple[int, int]:
     return GAP + column * (tile + 2 * BORDER + GAP), TITLE + GAP + row * (tile + 2 * BORDER + CAPTION + GAP)
 
 
-def _check_png_output(out_png: str, overwrite: bool) -> None:
+def _check_png_output(out_png: str, overwrite: bool, source: str) -> None:
     if not out_png.lower().endswith(".png"):
         raise JumpnetError(out_png, "a contact sheet is written as PNG: name it OUT.png")
-    check_target(out_png, overwrite)
+    check_target(out_png, overwrite, inputs=[source])
 
 
 def _positions(samples: int, count: int, pick: str, seed: int) -> np.ndarray:
@@ -277,15 +278,19 @@ def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count:
     positives-then-negatives set shows both) or ``random`` (seeded, as ``reduce`` chooses). Only the
     chosen rows are read. The PNG lands only once complete (a hidden ``.NAME.partial-PID`` sibling)."""
     out_png = os.fspath(out_png)
-    _check_png_output(out_png, overwrite)
+    _check_png_output(out_png, overwrite, os.fspath(path))
     if pick not in PICKS:
         raise JumpnetError(None, f"pick must be one of {', '.join(PICKS)}, not {pick}")
-    for name, value in (("count", count), ("columns", columns), ("tile", tile)):
-        if value < 1:
-            raise JumpnetError(None, f"{name} must be 1 or more, not {value}")
+    for name, value, most in (("count", count, None), ("columns", columns, 100), ("tile", tile, 512)):
+        if value < 1 or (most is not None and value > most):
+            raise JumpnetError(None, f"{name} must be between 1 and {most}, not {value}" if most else
+                               f"{name} must be 1 or more, not {value}")
     dataset = open_dataset(path, keys=keys)
     if not len(dataset):
         raise JumpnetError(dataset.path, "the dataset has no samples to draw")
+    if min(count, len(dataset)) > MAX_SHEET_SAMPLES:
+        raise JumpnetError(None, f"count must be at most {MAX_SHEET_SAMPLES} (a sheet of that many is about 100 MB), "
+                                 f"not {count}")
     positions = _positions(len(dataset), count, pick, seed)
     columns = min(columns, len(positions))
     rows = -(-len(positions) // columns)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk, images_to_float, select_rows
 from .errors import JumpnetError
+from .names import stem
 from .npz import ObjectArrayReader, ObjectArrayWriter, read_provenance, read_small_array
 from .recording import (Malformed, as_float, as_int, as_phase, as_vector, batch_entries, entry_fields,
                         normalize_keys, unwrap)
@@ -84,7 +85,7 @@ class LegacyNpzDataset:
             raise JumpnetError(self.path, "is a recorder keylog (events), not a dataset of samples: run "
                                           "'jumpnet-stream build' or 'preprocess' on it first")
         self.keys = stored or (normalize_keys(np.array(keys), self.path) if keys is not None else self._key_names())
-        self.source = os.path.splitext(os.path.basename(self.path))[0]
+        self.source = stem(self.path)
         layout = next((r.get("parameters") for r in reversed(self.provenance)
                        if isinstance(r, dict) and r.get("stage") == "legacy npz"), None)
         hold_key = layout.get("hold_key") if isinstance(layout, dict) and layout.get("hold") == "scalar" else None
@@ -169,10 +170,10 @@ class LegacyNpzWriter:
         return self._writer.rows
 
     def write(self, chunk: Chunk) -> None:
-        images = images_to_float(chunk["image"]) if self.image_dtype == np.float32 else chunk["image"]
         holds = chunk["hold_duration"] if self.hold_index is None else chunk["hold_duration"][:, self.hold_index]
-        for i in range(len(chunk)):
-            self._writer.append((images[i], float(chunk["label"][i]), chunk["keys_raw"][i], holds[i].copy(),
+        for i in range(len(chunk)):  # one float image at a time: a chunk of 64 as float32 would be 39 MB
+            image = images_to_float(chunk["image"][i]) if self.image_dtype == np.float32 else chunk["image"][i]
+            self._writer.append((image, float(chunk["label"][i]), chunk["keys_raw"][i], holds[i].copy(),
                                  str(chunk["phase"][i]), int(chunk["frame_index"][i])))
 
     def layout(self) -> dict[str, Any]:

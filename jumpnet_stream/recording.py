@@ -16,6 +16,7 @@ import numpy as np
 
 from .chunk import DEFAULT_ROWS, Chunk, rows_to_chunk
 from .errors import JumpnetError
+from .names import stem
 from .npz import ObjectArrayReader, read_small_array
 
 EVENT_FIELDS = ("image", "prev_interval", "multi_hot", "hold_durations", "phase", "frame_idx")
@@ -251,6 +252,11 @@ def normalize_keys(raw: np.ndarray, path: str) -> list[str]:
 
     collect(raw, 0)
     keys = [k.strip() for k in keys]
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise JumpnetError(path, f"'keys' holds {key!r}, which is not valid text") from None
     if not keys or any(not k for k in keys):
         raise JumpnetError(path, "'keys' is empty")
     if len(set(keys)) != len(keys):
@@ -273,7 +279,7 @@ class Recording:
 
     @property
     def name(self) -> str:
-        return os.path.splitext(os.path.basename(self.path))[0]
+        return stem(self.path)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -40,6 +40,7 @@ BASELINE_SHARE = 0.35
 #: A neighbouring offset must beat frame_idx by this factor to call the counter shifted.
 OFFSET_SHARE = 0.75
 MIN_COMPARED = 3
+MAX_SAMPLE = 1000  # events whose images are held for comparison: 1000 captures of 227x227 are 155 MB
 
 
 @dataclass
@@ -151,8 +152,8 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
     baseline frames' choice.
     """
     raw_path, video_path = os.fspath(raw_path), os.fspath(video_path)
-    if sample < 1:
-        raise JumpnetError(None, f"--sample must be 1 or more, not {sample}")
+    if not 1 <= sample <= MAX_SAMPLE:
+        raise JumpnetError(None, f"sample must be between 1 and {MAX_SAMPLE}, not {sample}")
     if not 0 <= max_offset <= 100:
         raise JumpnetError(None, f"--max-offset must be between 0 and 100, not {max_offset}")
     if isinstance(size, int):
@@ -197,7 +198,7 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
             picked.images = [resize_rgb(np.ascontiguousarray(im[..., ::-1]), size) for im in picked.images]
 
     # The frames the sample needs: frame_idx + each offset, and one random far-away frame per event.
-    known = video.claimed_frames if video.claimed_frames is not None else video.count_frames()
+    known = video.frame_count()
     offsets = range(-max_offset, max_offset + 1)
     needs: dict[int, list[tuple[int, object]]] = {}
     for slot, frame in enumerate(picked.frames):

@@ -132,8 +132,9 @@ def test_command_end_to_end(recordings, tmp_path):
 def test_options_are_validated():
     with pytest.raises(JumpnetError, match="--p-flip must be between 0 and 1"):
         AugmentOptions(p_flip=1.5)
-    with pytest.raises(JumpnetError, match="--multiplier must be 0 or more"):
-        AugmentOptions(multiplier=-1)
+    for bad in (-1, 65, 10 ** 9):
+        with pytest.raises(JumpnetError, match="multiplier must be between 0 and 64"):
+            AugmentOptions(multiplier=bad)
 
 
 def test_multiplier_zero_copies_the_input(recordings, tmp_path):

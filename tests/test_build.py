@@ -16,8 +16,9 @@ import pytest
 
 from conftest import ROOT, run_cli
 from jumpnet_stream import open_dataset
-from jumpnet_stream.build import BuildOptions, build, choose_negatives, pair_directory
+from jumpnet_stream.build import BuildOptions, build, pair_directory
 from jumpnet_stream.errors import JumpnetError
+from jumpnet_stream.sampling import Frames, choose_across
 from jumpnet_stream.synth import make_recording
 
 
@@ -127,6 +128,10 @@ def test_unreleased_presses_are_left_out_and_counted(tmp_path):
     assert kept.positives == dropped.positives + 2
     assert not np.isnan(open_dataset(tmp_path / "out" / "dataset.zarr").column("hold_duration")).any()
     assert np.isnan(open_dataset(tmp_path / "kept" / "dataset.zarr").column("hold_duration")).sum() == 2
+
+
+def choose_negatives(eligible, total, seed):
+    return choose_across([Frames.spans(e, e + 1) for e in eligible], total, seed)
 
 
 def test_negatives_are_uniform_over_all_recordings():

@@ -16,7 +16,7 @@ from jumpnet_stream.inspection import (BORDER, CAPTION, GAP, NEGATIVE_BGR, POSIT
                                        describe)
 from jumpnet_stream.stages.merge import merge
 from jumpnet_stream.stages.negatives import negatives
-from jumpnet_stream.stages.reduce import choose
+from jumpnet_stream.sampling import choose
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_contact_sheet_refusals(sets, tmp_path):
         contact_sheet(path, tmp_path / "nowhere" / "sheet.png")
     with pytest.raises(JumpnetError, match="pick must be one of"):
         contact_sheet(path, tmp_path / "x.png", pick="best")
-    with pytest.raises(JumpnetError, match="columns must be 1 or more"):
+    with pytest.raises(JumpnetError, match="columns must be between 1 and 100"):
         contact_sheet(path, tmp_path / "x.png", columns=0)
     with pytest.raises(JumpnetError, match="no such zarr store"):
         contact_sheet(tmp_path / "missing.zarr", tmp_path / "x.png")

@@ -147,7 +147,7 @@ def test_bad_inputs_are_one_line_errors(pair, tmp_path):
     (tmp_path / "text.mp4").write_text("not a video")
     with pytest.raises(JumpnetError, match="cannot open video"):
         check_sync(rec.npz, tmp_path / "text.mp4")
-    with pytest.raises(JumpnetError, match="--sample must be 1 or more"):
+    with pytest.raises(JumpnetError, match="sample must be between 1 and 1000"):
         check_sync(rec.npz, rec.video, sample=0)
 
 

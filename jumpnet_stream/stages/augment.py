@@ -19,6 +19,14 @@ from ..kernels import augment_images
 from ..progress import progress_bar
 
 
+MAX_MULTIPLIER = 64  # copies per sample: one sample's copies are made and written together (10 MB at 64)
+
+
+def check_multiplier(multiplier: int) -> None:
+    if not isinstance(multiplier, int) or not 0 <= multiplier <= MAX_MULTIPLIER:
+        raise JumpnetError(None, f"multiplier must be between 0 and {MAX_MULTIPLIER}, not {multiplier!r}")
+
+
 @dataclass(frozen=True)
 class AugmentOptions:
     """Copies per sample and the probability of each transform; validated on construction."""
@@ -31,8 +39,7 @@ class AugmentOptions:
     p_shift: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.multiplier < 0:
-            raise JumpnetError(None, f"--multiplier must be 0 or more, not {self.multiplier}")
+        check_multiplier(self.multiplier)
         if not 0 <= self.seed < 2 ** 63:
             raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed}")
         for name in ("p_flip", "p_brightness", "p_noise", "p_shift"):
@@ -68,7 +75,7 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
             overwrite: bool = False, quiet: bool = True) -> AugmentReport:
     """Write every sample of ``input`` and its augmented copies to ``output``."""
     input, output = os.fspath(input), os.fspath(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input)
     report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
     bar = progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet)

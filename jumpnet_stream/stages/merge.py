@@ -98,7 +98,7 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
     if not inputs:
         raise JumpnetError(None, "merge needs at least one input")
     output = os.fspath(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=inputs)
     datasets = [open_dataset(path, keys=keys) for path in inputs]
     union = union_keys([d.keys for d in datasets])
     shapes = {tuple(d.image_shape) for d in datasets if len(d)}

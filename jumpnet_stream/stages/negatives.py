@@ -21,8 +21,8 @@ from ..formats import WriteOptions, check_output, create_dataset, jump_key, open
 from ..kernels import resize_rgb
 from ..pipeline import BufferPool, threaded
 from ..progress import progress_bar
+from ..sampling import Frames, choose
 from ..video import Video
-from .reduce import choose
 
 
 @dataclass
@@ -38,18 +38,12 @@ class NegativesReport:
     chosen_past_end: int = 0            # chosen from the claimed count, but the video ended first
 
 
-def excluded_frames(positive_frames: np.ndarray, radius: int) -> np.ndarray:
-    """Sorted unique frame indices within ``radius`` of any positive."""
-    offsets = np.arange(-radius, radius + 1)
-    frames = (np.asarray(positive_frames, np.int64)[:, None] + offsets[None, :]).ravel()
-    return np.unique(frames[frames >= 0])
+MAX_RADIUS = 10 ** 9  # frames; a radius beyond the video's length covers the whole video
 
 
-def eligible_frames(n_frames: int, excluded: np.ndarray) -> np.ndarray:
-    """Frame indices in ``[0, n_frames)`` that are not excluded, in order."""
-    mask = np.ones(n_frames, bool)
-    mask[excluded[excluded < n_frames]] = False
-    return np.flatnonzero(mask)
+def check_radius(radius: int) -> None:
+    if not isinstance(radius, int) or not 0 <= radius <= MAX_RADIUS:
+        raise JumpnetError(None, f"radius must be between 0 and {MAX_RADIUS} frames, not {radius!r}")
 
 
 def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, source: str,
@@ -109,15 +103,17 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
 
 
 def check_fits(clip: Video, positive_frames: np.ndarray, positives: str, radius: int) -> None:
-    """Refuse positives whose frame indices lie clearly past the video's claimed end: the keylog is most
-    likely from another recording. A press after the last frame names the frame count (no frame was
-    captured after it yet), so positives up to ``radius`` (at least 1) frames past the last frame are kept."""
-    if clip.claimed_frames is None or not len(positive_frames):
+    """Refuse positives whose frame indices lie clearly past the video's end (its container's count, or the
+    frames counted when it gives none): the keylog is most likely from another recording. A press after the
+    last frame names the frame count (no frame was captured after it yet), so positives up to ``radius``
+    (at least 1) frames past the last frame are kept."""
+    if not len(positive_frames):
         return
-    limit = clip.claimed_frames - 1 + max(radius, 1)
+    frames = clip.frame_count()
+    limit = frames - 1 + max(radius, 1)
     past = int(np.count_nonzero(positive_frames > limit))
     if past:
-        raise JumpnetError(clip.path, f"has {clip.claimed_frames} frames, but {past} of the {len(positive_frames)} "
+        raise JumpnetError(clip.path, f"has {frames} frames, but {past} of the {len(positive_frames)} "
                                       f"positives in {positives} name later frames (up to "
                                       f"{int(positive_frames.max())}): is the keylog from another recording? "
                                       f"(jumpnet-stream check RAW VIDEO compares them)")
@@ -128,30 +124,27 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
               overwrite: bool = False, quiet: bool = True, strict: bool = False) -> NegativesReport:
     """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices."""
     video, output, positives = os.fspath(video), os.fspath(output), os.fspath(positives)
-    if radius < 0:
-        raise JumpnetError(None, f"--radius must be 0 or more, not {radius}")
+    check_radius(radius)
     if size is not None and not 1 <= size <= 4096:
-        raise JumpnetError(None, f"--size must be between 1 and 4096, not {size}")
+        raise JumpnetError(None, f"size must be between 1 and 4096, not {size}")
     choose(0, keep, seed)  # validates keep before any work
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[video, positives])
     known = open_dataset(positives)
     keys, positive_frames = known.keys, known.column("frame_index")
     shape = (size, size) if size is not None else tuple(known.image_shape[:2])
     clip = Video(video)
     check_fits(clip, positive_frames, positives, radius)
     report = NegativesReport(frames_claimed=clip.claimed_frames)
-    excluded = excluded_frames(positive_frames, radius)
+    excluded = Frames.around(positive_frames, radius)
 
     if keep is None:
-        excluded_set = set(excluded.tolist())
-
         def select(i: int) -> bool:
-            return i not in excluded_set
+            return i not in excluded
         stop_after = None
     else:
-        n_frames = clip.claimed_frames if clip.claimed_frames is not None else clip.count_frames()
-        candidates = eligible_frames(n_frames, excluded)
-        wanted = candidates[choose(len(candidates), keep, seed)]
+        n_frames = clip.frame_count()
+        candidates = Frames.all(n_frames).minus(excluded)
+        wanted = candidates.at(choose(len(candidates), keep, seed))
         report.eligible, report.not_chosen = len(candidates), len(candidates) - len(wanted)
         select = set(wanted.tolist()).__contains__
         stop_after = int(wanted[-1]) if len(wanted) else -1
@@ -160,10 +153,10 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         report.frames_read = clip.frames_read
         report.written = written
         if keep is None:  # frames_read = excluded + eligible, all eligible written
-            report.excluded = int(np.count_nonzero(excluded < report.frames_read))
+            report.excluded = excluded.count_below(report.frames_read)
             report.eligible = report.written
         else:  # claimed frames = excluded + eligible; eligible = written + not_chosen + chosen_past_end
-            report.excluded = int(np.count_nonzero(excluded < n_frames))
+            report.excluded = excluded.count_below(n_frames)
             report.chosen_past_end = len(wanted) - report.written
         return [{
             "stage": "negatives", "parameters": {"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},

@@ -112,7 +112,7 @@ def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = 
     raw, output = os.fspath(raw), os.fspath(output)
     if pairing not in PAIRINGS:
         raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[raw])
     recording = Recording(raw)
     if key not in recording.keys:
         raise JumpnetError(raw, f"key '{key}' is not in the recording's keys ({', '.join(recording.keys)})")

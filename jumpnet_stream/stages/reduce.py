@@ -1,4 +1,4 @@
-"""Stage 5, reduce: keep ``keep`` samples chosen uniformly without replacement, seeded, in order (SPEC 2.5).
+"""Stage 5, reduce: keep ``keep`` samples chosen uniformly without replacement, seeded, in order.
 
 The choice is made on indices first; then only the chosen rows are copied, chunk by chunk.
 """
@@ -8,20 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-import numpy as np
-
-from ..errors import JumpnetError
 from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
 from ..progress import progress_bar
-
-
-def choose(n: int, keep: int | None, seed: int) -> np.ndarray:
-    """Sorted positions of ``keep`` of ``n`` items, uniform without replacement (all if fewer)."""
-    if keep is not None and keep < 0:
-        raise JumpnetError(None, f"--keep must be 0 or more, not {keep}")
-    if keep is None or keep >= n:
-        return np.arange(n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=keep, replace=False))
+from ..sampling import choose
 
 
 @dataclass
@@ -36,7 +25,7 @@ def reduce(input: str | os.PathLike, output: str | os.PathLike, *, keep: int, se
     """Copy ``keep`` rows of ``input`` chosen by :func:`choose` to ``output``, in their order."""
     input, output = os.fspath(input), os.fspath(output)
     choose(0, keep, seed)  # validates keep before any work
-    check_output(output, overwrite)
+    check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input)
     chosen = choose(len(dataset), keep, seed)
     report = ReduceReport(total=len(dataset), kept=len(chosen), dropped=len(dataset) - len(chosen))
