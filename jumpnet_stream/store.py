@@ -59,6 +59,11 @@ def check_keys(path: str, keys: object) -> list[str]:
         raise JumpnetError(path, f"'keys' holds {len(keys)} names, expected 1 to {MAX_KEYS}")
     if any(not k.strip() for k in keys):
         raise JumpnetError(path, "'keys' holds an empty name")
+    for key in keys:
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, which no output format can write
+            raise JumpnetError(path, f"'keys' holds {key!r}, which is not valid text") from None
     repeated = sorted({k for k in keys if list(keys).count(k) > 1})
     if repeated:
         raise JumpnetError(path, f"'keys' repeats {listing(repeated)}")

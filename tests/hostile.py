@@ -466,6 +466,11 @@ def store_keys_dict(folder: Path) -> Path:
     return _store_attrs(folder, "keys_dict.zarr", keys={"w": 0})
 
 
+def store_keys_not_text(folder: Path) -> Path:
+    """A store whose key is a lone surrogate (valid JSON, ``"\\udc80"``, but not text any output can hold)."""
+    return _store_attrs(folder, "keys_surrogate.zarr", keys=["\udc80"])
+
+
 def store_duplicate_keys(folder: Path) -> Path:
     """A two-key store whose key list names one key twice."""
     path = _store(folder, "dup_keys.zarr", keys=("w", "a"))
@@ -769,6 +774,7 @@ CASES = [
     Case("zarr: inconsistent", store_keys_none, "'keys' is a NoneType, expected a list of key names"),
     Case("zarr: inconsistent", store_keys_ints, "'keys' is a list holding a int, expected a list"),
     Case("zarr: inconsistent", store_keys_dict, "'keys' is a dict, expected a list of key names"),
+    Case("zarr: inconsistent", store_keys_not_text, "'keys' holds '\\udc80', which is not valid text"),
     Case("zarr: inconsistent", store_duplicate_keys, "'keys' repeats w"),
     Case("zarr: inconsistent", store_more_keys_than_columns, "'keys_raw' has 1 columns, but 'keys' names 3 keys"),
     Case("zarr: inconsistent", store_label_short, "'label' has shape (2,), but 'image' has 3 rows"),
