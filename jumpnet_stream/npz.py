@@ -42,6 +42,9 @@ _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, OSError
 
 
 MAX_MEMBERS = 4096  # arrays in one npz (this tool's hold 3 to 9): more is refused before the zip is parsed
+#: A member that cannot be streamed is loaded whole only if it expands at most this many times when
+#: decompressed (or is small): real images compress a few times, a deflated bomb a thousand.
+WHOLE_LOAD_RATIO = 16
 LISTED = 10         # names a message lists before "and N more"
 
 
@@ -257,7 +260,7 @@ class ObjectArrayReader:
         self.path = os.fspath(self.path)
         with _open_zip(self.path) as zf:
             info = zf.getinfo(_member_name(zf, self.path, self.name))
-            self.member, self.nbytes = info.filename, info.file_size
+            self.member, self.nbytes, self.stored_bytes = info.filename, info.file_size, info.compress_size
             with _read_errors(self.path, self.name), _open_member(zf, info, self.path, self.name) as f:
                 self.shape, self.fortran, dtype = read_header(f, self.path, self.name)
         if not dtype.hasobject:
@@ -288,6 +291,10 @@ class ObjectArrayReader:
             if self.nbytes > available_memory() // 2:
                 raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}) and is too large "
                                               f"to load whole ({self.nbytes >> 20} MB)") from None
+            if self.nbytes > (64 << 20) and self.nbytes > WHOLE_LOAD_RATIO * self.stored_bytes:
+                raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}), and loading it whole "
+                                              f"would expand {self.stored_bytes >> 20} MB on disk to "
+                                              f"{self.nbytes >> 20} MB (a decompression bomb?)") from None
             yield from self._whole(skip=done, why=str(why))
 
     def _entries(self, items: Iterator[object]) -> Iterator[object]:

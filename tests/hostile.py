@@ -337,6 +337,25 @@ def legal_images_then_payload(folder: Path) -> Path:
     return _streamed_keylog(folder / "legal_then_payload.npz", b"", body, b"", count=41)
 
 
+def fortran_whole_load_bomb(folder: Path) -> Path:
+    """A Fortran-ordered (N, 6) keylog, which is loaded whole, of twelve 24 MiB images of zeros: 1 MB on
+    disk, 290 MB when loaded (a bomb of any size up to half the machine's memory, before)."""
+    head, nbytes, rest = _image_entry((1080, 1920, 3), "<f4")
+    head, rest = head[len(MARK):], rest[:-len(TUPLE)]  # the six fields are elements of a 2-D array
+    before, after = object_array_frame(12 * 6)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": True, "shape": (12, 6)})
+
+    def data(f) -> None:
+        f.write(header.getvalue() + before)
+        for _ in range(12):
+            f.write(head)
+            _big_bytes(nbytes)(f)
+            f.write(rest)
+        f.write(after)
+    return write_npz(folder / "fortran_bomb.npz", {"data": data, "keys": npy(np.array(["w"]))}, deflate=True)
+
+
 def image_bomb_wide(folder: Path) -> Path:
     """One 1x30000000 RGB uint8 'image' (86 MiB): absurd in shape, under any per-object limit of old."""
     return _image_entries(folder / "image_wide.npz", (1, 30_000_000, 3), "|u1", 1)
@@ -753,6 +772,8 @@ CASES = [
     Case("pickle: memory bomb", more_elements_than_declared, f"{CORRUPT}: the pickle holds more than the 2 elements"),
     Case("pickle: memory bomb", big_object_declared, f"{UNSAFE}: a 209715200-byte object is over the"),
     Case("pickle: memory bomb", big_text_declared, f"{UNSAFE}: a 209715200-byte object is over the"),
+    Case("pickle: memory bomb", fortran_whole_load_bomb, "'data' cannot be streamed (Fortran-ordered 2-D array), "
+                                                         "and loading it whole would expand 1 MB on disk to 284 MB"),
     Case("pickle: memory bomb", many_objects_in_one_entry, f"{UNSAFE}: pickle holds more than 96 MB at once"),
     Case("pickle: image bomb", image_bomb_float, f"{UNSAFE}: a 201326592-byte object is over the 25165824-byte"),
     Case("pickle: image bomb", image_bomb_uint8, f"{UNSAFE}: a 50331648-byte object is over the 25165824-byte"),
