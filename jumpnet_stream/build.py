@@ -319,7 +319,7 @@ def _drop_unreleased(chunks, dropped: list[int]):
 
 
 def _remove_partials(folder: str) -> None:
-    """Temporary outputs left by an interrupted run (``.NAME.partial-PID``)."""
+    """Temporary outputs left by an interrupted run (``.NAME.partial-HOST-PID``)."""
     for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True):
         remove_output(path)
 

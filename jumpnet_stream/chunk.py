@@ -12,6 +12,14 @@ SAMPLE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_
 
 #: Rows per chunk that sources emit by default: 64 images of 227x227x3 uint8 are about 10 MB.
 DEFAULT_ROWS = 64
+#: At most this many bytes of images in one chunk: 64 captures of 1920x1080 would be 398 MB.
+CHUNK_BYTES = 16 << 20
+
+
+def rows_within(image_shape: tuple[int, ...], rows: int = DEFAULT_ROWS, itemsize: int = 1) -> int:
+    """``rows``, or fewer for large images: a chunk's images stay within :data:`CHUNK_BYTES`."""
+    per_row = max(1, int(np.prod(image_shape)) * itemsize)
+    return max(1, min(rows, CHUNK_BYTES // per_row))
 
 
 @dataclass(frozen=True)

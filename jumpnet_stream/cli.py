@@ -18,11 +18,19 @@ from .pipeline import return_large_buffers_to_os
 PROG = "jumpnet-stream"
 
 
-def _one_line_warnings() -> None:
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"{PROG}: warning: {message}", file=sys.stderr)
+def _held_warnings() -> list[str]:
+    """Warnings are held until the command's outcome is known: shown, one line each, if it succeeds; left
+    out if it fails, whose one line is its error (a warning about how a file was read, then the error it
+    led to, would be two)."""
+    held: list[str] = []
 
-    warnings.showwarning = show
+    def hold(message, category, filename, lineno, file=None, line=None):
+        text = f"{PROG}: warning: {message}"
+        if text not in held:
+            held.append(text)
+
+    warnings.showwarning = hold
+    return held
 
 
 # Each command imports its own stage (preprocess need not load numba and OpenCV, ~60 MB) and returns
@@ -305,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="legacy .npz with --hold scalar: whose hold it keeps (default: the key the dataset was built "
                    "for, from its provenance, or its only key)")
     _keys(p)
-    p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64)")
+    p.add_argument("--rechunk", type=int, default=None, metavar="N", help=".zarr: N images per chunk (default: 64; at most 64 MB per chunk)")
     p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
     p.set_defaults(run=cmd_export)
 
@@ -401,12 +409,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     args = build_parser().parse_args(argv)
-    _one_line_warnings()
+    held = _held_warnings()
     return_large_buffers_to_os()
     signal.signal(signal.SIGTERM, _terminate)
     run: Callable[[argparse.Namespace], Result] = args.run
     try:
         counts, summary = run(args)
+        for line in held:
+            print(line, file=sys.stderr)
         print(json.dumps(counts) if args.json else summary)
         return getattr(args, "exit_code", 0)
     except JumpnetError as exc:

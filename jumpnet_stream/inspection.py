@@ -276,7 +276,7 @@ def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count:
 
     ``pick``: ``first`` (the default), ``spread`` (evenly spaced through the dataset, so an unshuffled
     positives-then-negatives set shows both) or ``random`` (seeded, as ``reduce`` chooses). Only the
-    chosen rows are read. The PNG lands only once complete (a hidden ``.NAME.partial-PID`` sibling)."""
+    chosen rows are read. The PNG lands only once complete (a hidden ``.NAME.partial-HOST-PID`` sibling)."""
     out_png = os.fspath(out_png)
     _check_png_output(out_png, overwrite, os.fspath(path))
     if pick not in PICKS:

@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from .chunk import DEFAULT_ROWS, Chunk, rows_to_chunk
+from .chunk import DEFAULT_ROWS, Chunk, rows_to_chunk, rows_within
 from .errors import JumpnetError
 from .names import stem
 from .npz import ObjectArrayReader, read_small_array
@@ -173,6 +173,7 @@ class ImageBatcher:
         """Add a row (image from :func:`as_image`, then the other fields); a chunk when one is full."""
         if self.shape is None:
             self.shape = image.shape
+            self.rows = rows_within(self.shape, self.rows)
         elif image.shape != self.shape:
             raise Malformed("image size differs from the first image")
         if self._images is None:

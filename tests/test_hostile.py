@@ -118,9 +118,6 @@ def test_h5_chunks_of_large_images_stay_within_the_cap(tmp_path):
     assert len(H5Dataset(tmp_path / "large.h5")) == 2
 
 
-@pytest.mark.xfail(strict=True, reason="recording.ImageBatcher allocates and fills 64 rows whatever the image "
-                                       "size (1920x1080: 398 MB); it must size its rows by bytes, outside this "
-                                       "change's files (with rows = min(64, 16 MiB // image bytes): 216 MB)")
 def test_large_legal_images_then_a_payload(crafted):
     folder = crafted / "legal_images_then_payload"
     folder.mkdir()
