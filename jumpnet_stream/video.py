@@ -4,19 +4,29 @@ Frame ``i`` is the ``i``-th frame the decoder delivers, counted from 0: what the
 ``frame_idx`` counts. The container's frame count is only a hint (for progress and sampling); it may
 be wrong or missing, and reading goes on until the decoder stops. Frames that are not wanted are
 only ``grab()``bed, never ``retrieve()``d (decoded to BGR).
+
+A sparse set of frames is read faster by seeking (:meth:`Video.frames_at`): from the keyframe before
+each wanted frame (or run of frames), with PyAV, when the video's timestamps say which frame each
+packet holds (:mod:`jumpnet_stream.keyframes`); otherwise, and whenever seeking meets a surprise,
+sequentially as above. Either way the frames and their indices are the same, to the byte:
+PyAV's decoder and colour conversion are FFmpeg's, as OpenCV's are, and frame 0 of both is compared
+before PyAV's frames are used. :attr:`Video.read_report` says which way the last read went, and why.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import cv2
 import numpy as np
 
+from . import keyframes
 from .chunk import Chunk
 from .errors import JumpnetError
+from .keyframes import KeyframeIndex, SeekFailure, SeekingDecoder
 from .names import stem
 
 # FFmpeg's own messages about damaged packets would interleave with ours; frames read against the
@@ -40,6 +50,26 @@ def count_if_plausible(count: float, file_bytes: int, fps: float | None) -> int 
     return int(count)
 
 
+# Codecs whose frames PyAV delivers faster than OpenCV when every frame is read (benchmarks/bench_video.py:
+# 1080p60 H.264, decode plus BGR conversion). For MPEG-4 part 2 (the recorder's mp4v) OpenCV is as fast
+# or faster, and reads stay OpenCV's.
+PYAV_DECODES_FASTER = frozenset({"h264", "hevc"})
+H264_FOURCCS = frozenset({"avc1", "avc3", "h264", "x264", "hev1", "hvc1", "hevc", "h265"})  # worth an index
+# Seeking pays when it saves at least this share of the packets a sequential read decodes.
+MIN_SAVING = 0.25
+
+
+@dataclass
+class ReadReport:
+    """How the last :meth:`Video.frames` or :meth:`Video.frames_at` read went."""
+
+    method: str = "sequential"  # "seek" or "decode" (PyAV), "sequential" (OpenCV), "seek, then sequential"
+    reason: str | None = None   # why PyAV was not used (or was given up), None when it was
+    seeks: int = 0              # seeks made
+    decoded: int = 0            # packets given to PyAV's decoder (0 for OpenCV)
+    index_seconds: float = 0.0  # time spent reading the keyframe index
+
+
 class Video:
     """An opened video file: frame size, fps, and the container's claimed frame count (or None)."""
 
@@ -48,12 +78,17 @@ class Video:
         if not os.path.exists(self.path):
             raise JumpnetError(self.path, "no such file")
         self.frames_read = 0  # frames delivered (grabbed or retrieved) by the last frames() run
+        self.read_report = ReadReport()  # which way the last read went
+        self._index: KeyframeIndex | None = None
+        self._first_agrees: bool | None = None  # PyAV's frame 0 is OpenCV's (checked on first use)
         capture = self._open()
         self.width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
         count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
         capture.release()
+        self._fourcc = bytes((fourcc >> 8 * k) & 0xFF for k in range(4)).decode("latin-1").strip("\0 ").lower()
         if self.width < 1 or self.height < 1:
             raise JumpnetError(self.path, "video has no frame size (not a video, or a codec OpenCV lacks)")
         if self.width * self.height > MAX_FRAME_PIXELS:
@@ -115,8 +150,14 @@ class Video:
         """The container's count when it gives a plausible one, else the frames counted by grabbing."""
         return self.claimed_frames if self.claimed_frames is not None else self.count_frames()
 
+    def keyframe_index(self) -> KeyframeIndex:
+        """The video's packets, read once without decoding: can seeking be trusted, and from where."""
+        if self._index is None:
+            self._index = keyframes.read_index(self.path)
+        return self._index
+
     def frames(self, select: Callable[[int], bool] | None = None, *, stop_after: int | None = None,
-               rows: int = 1) -> Iterator[Chunk]:
+               rows: int = 1, backend: str = "auto") -> Iterator[Chunk]:
         """Chunks of ``frame`` (n, H, W, 3) BGR uint8 and ``frame_index`` (n,) int64, in order.
 
         ``select(i)`` says whether frame ``i`` is wanted (default: all); others are grabbed only.
@@ -124,7 +165,154 @@ class Video:
         array is reused for the next chunk: convert or copy what you keep before asking for it. One
         frame per chunk (the default) is fastest: the next stage reads the frame while it is still
         in cache (decoding into a 16-frame buffer instead cost a quarter of the decode rate here).
+
+        ``backend``: ``"opencv"`` grabs and retrieves with OpenCV; ``"pyav"`` decodes with PyAV when
+        the video's keyframe index can be trusted (frames not selected are then skipped by the decoder
+        when nothing refers to them), else with OpenCV; ``"auto"`` (the default) is ``"pyav"`` for the
+        codecs PyAV decodes faster (:data:`PYAV_DECODES_FASTER`), ``"opencv"`` for the others. The
+        frames are the same either way.
         """
+        if backend not in ("auto", "opencv", "pyav"):
+            raise ValueError(f"backend must be auto, opencv or pyav, not {backend!r}")
+        reason = "OpenCV asked for"
+        if backend != "opencv" and keyframes.av is None:
+            reason = "PyAV is not installed"
+        elif backend == "pyav" or (backend == "auto" and self._fourcc in H264_FOURCCS):
+            index = self.keyframe_index()
+            reason = self._why_not_pyav(index, stop_after)
+            if reason is None and backend == "auto" and index.codec not in PYAV_DECODES_FASTER:
+                reason = f"OpenCV decodes {index.codec} as fast"
+            if reason is None:
+                limit = index.frames if stop_after is None else min(stop_after + 1, index.frames)
+                if select is None:
+                    wanted = np.arange(limit, dtype=np.int64)
+                else:
+                    wanted = np.flatnonzero(np.fromiter(map(select, range(limit)), bool, limit))
+                yield from self._decoded(wanted, rows, seek=False, method="decode", frames_read=limit,
+                                         fallback_select=select, fallback_stop=stop_after)
+                return
+        elif backend == "auto":
+            reason = f"OpenCV decodes {self._fourcc or 'this codec'} as fast"
+        yield from self._grabbed(select, stop_after=stop_after, rows=rows, reason=reason)
+
+    def frames_at(self, indices, *, rows: int = 1) -> Iterator[Chunk]:
+        """The frames ``indices`` names (any order, repeats ignored), as chunks like :meth:`frames`
+        gives, in index order, with the same buffer reuse: what ``frames(set(indices).__contains__,
+        stop_after=max(indices))`` gives, to the byte, and the same :attr:`frames_read` afterwards.
+
+        When the video can be trusted (:meth:`keyframe_index`) and it saves work, PyAV decodes from
+        the keyframe before each wanted frame (or run of frames) instead of grabbing every frame up
+        to the last; otherwise, or if seeking meets a surprise, the remaining frames are read
+        sequentially. :attr:`read_report` says which way it went and why.
+        """
+        wanted = np.unique(np.asarray(indices, np.int64).ravel())
+        if len(wanted) and wanted[0] < 0:
+            raise ValueError(f"frame indices must not be negative, not {int(wanted[0])}")
+        stop = int(wanted[-1]) if len(wanted) else -1
+        select = set(wanted.tolist()).__contains__
+        if not len(wanted):
+            yield from self._grabbed(select, stop_after=stop, rows=rows, reason="no frame wanted")
+            return
+        reason = "PyAV is not installed" if keyframes.av is None else None
+        if reason is None:
+            index = self.keyframe_index()
+            reason = self._why_not_pyav(index, stop)
+        if reason is None:
+            inside = wanted[wanted < index.frames]
+            estimate = keyframes.plan(index, inside)
+            if estimate.packets > (1 - MIN_SAVING) * estimate.sequential and index.codec not in PYAV_DECODES_FASTER:
+                reason = (f"seeking would save little here ({estimate.packets} of {estimate.sequential} frames "
+                          "decoded), and OpenCV decodes this codec as fast")
+        if reason is not None:
+            yield from self._grabbed(select, stop_after=stop, rows=rows, reason=reason)
+            return
+        yield from self._decoded(inside, rows, seek=True, method="seek", frames_read=min(stop + 1, index.frames),
+                                 fallback_select=select, fallback_stop=stop)
+
+    def _why_not_pyav(self, index: KeyframeIndex, stop_after: int | None) -> str | None:
+        """Why PyAV cannot deliver frames up to ``stop_after`` (None: the end) exactly as OpenCV would."""
+        if not index.trusted:
+            return index.problem
+        if (index.width, index.height) != (self.width, self.height):
+            return (f"PyAV decodes {index.width}x{index.height} frames, OpenCV {self.width}x{self.height} "
+                    "(a rotated video?)")
+        if not index.complete and (stop_after is None or stop_after >= index.frames):
+            return f"{index.damage}: only frames before {index.frames} can be found by their timestamps"
+        return None
+
+    def _agrees(self, frame: np.ndarray) -> None:
+        """Frame 0 as PyAV converted it must be OpenCV's, byte for byte, before PyAV's frames are used."""
+        if self._first_agrees is None:
+            capture = self._open()
+            try:
+                ok, first = capture.read()
+            finally:
+                capture.release()
+            self._first_agrees = bool(ok) and first.shape == frame.shape and np.array_equal(first, frame)
+        if not self._first_agrees:
+            raise SeekFailure("PyAV's frame 0 differs from OpenCV's (its colour conversion, orientation or "
+                              "decoder differs)")
+
+    def _decoded(self, wanted: np.ndarray, rows: int, *, seek: bool, method: str, frames_read: int,
+                 fallback_select: Callable[[int], bool] | None, fallback_stop: int | None) -> Iterator[Chunk]:
+        """PyAV's frames ``wanted`` (ascending, all in the trusted index) as chunks; on a
+        :class:`SeekFailure`, the frames after the last one delivered are grabbed with OpenCV."""
+        index = self._index
+        decoder = SeekingDecoder(self.path, index, seek=seek)
+        report = self.read_report = ReadReport(method=method, index_seconds=index.seconds)
+        shape = (self.height, self.width, 3)
+        buffer = np.empty((rows, *shape), np.uint8)
+        indices = np.empty(rows, np.int64)
+        asked = wanted if len(wanted) and wanted[0] == 0 else np.concatenate([[0], wanted]).astype(np.int64)
+        n, last, failure = 0, -1, None
+        frames = decoder.frames(asked)
+        try:
+            for i, frame in frames:
+                bgr = frame.to_ndarray(format="bgr24")
+                if i == 0:
+                    self._agrees(bgr)
+                    if not len(wanted) or wanted[0] != 0:
+                        continue
+                if rows == 1 and bgr.flags.c_contiguous:  # PyAV's own array: no copy (a new one each time)
+                    indices[0] = i
+                    last = i
+                    yield Chunk({"frame": bgr[None], "frame_index": indices.copy()})
+                    continue
+                buffer[n] = bgr
+                indices[n] = i
+                n += 1
+                last = i
+                if n == rows:
+                    yield Chunk({"frame": buffer, "frame_index": indices.copy()})
+                    n = 0
+        except SeekFailure as error:
+            failure = str(error)
+        finally:
+            frames.close()
+            report.seeks, report.decoded = decoder.seeks, decoder.sent
+            self.frames_read = last + 1
+        if n:
+            yield Chunk({"frame": buffer[:n], "frame_index": indices[:n].copy()})
+        if failure is None:
+            self.frames_read = frames_read
+            return
+        if fallback_stop is not None and fallback_stop <= last:
+            self.frames_read = last + 1
+            return
+
+        def rest(i: int) -> bool:
+            return i > last and (fallback_select is None or fallback_select(i))
+
+        seeks, decoded = report.seeks, report.decoded
+        yield from self._grabbed(rest, stop_after=fallback_stop, rows=rows, reason=failure)
+        self.read_report = ReadReport(method=f"{method}, then sequential" if last >= 0 else "sequential",
+                                      reason=failure, seeks=seeks, decoded=decoded,
+                                      index_seconds=index.seconds)
+
+    def _grabbed(self, select: Callable[[int], bool] | None, *, stop_after: int | None, rows: int,
+                 reason: str | None) -> Iterator[Chunk]:
+        """OpenCV: every frame grabbed, the selected ones retrieved (the sequential path)."""
+        self.read_report = ReadReport(method="sequential", reason=reason)
         capture = self._open()
         buffer = np.empty((rows, self.height, self.width, 3), np.uint8)
         slots = list(buffer)  # views made once, not per frame
