@@ -31,6 +31,12 @@ decoded at all. Every decoded frame is identified by its presentation time, and 
 (a seek landing elsewhere than on a seek point, a frame out of order or missing, a decoder error)
 raises :class:`SeekFailure` so that the caller can go on sequentially.
 
+What the packets cannot show: a packet whose payload is damaged while the container is intact. A
+sequential read ends at the first packet the decoder refuses (OpenCV stops there); seeking sees it only
+if it decodes that packet (then it goes on sequentially, and ends there too). A damaged packet inside a
+stretch that seeking skips is never seen: the frames after it are still delivered, each the frame its
+timestamp names, where a sequential read would have ended the video before them.
+
 PyAV is optional: without it :func:`read_index` reports the problem, and reading stays sequential.
 """
 

@@ -132,14 +132,19 @@ class Video:
         return re.sub(r"_\d{6}$", "", stem(self.path))
 
     def count_frames(self) -> int:
-        """The true number of frames, by grabbing them all (for containers that do not say); a single
-        frame is a still image, not a video."""
+        """The true number of frames (for containers that do not say, like Matroska): from the keyframe
+        index when it can be trusted and is complete (no decoding: 0.02 s per minute of 1080p60), else by
+        grabbing them all; a single frame is a still image, not a video."""
         if self._counted is None:
-            capture = self._open()
-            count = 0
-            while capture.grab():
-                count += 1
-            capture.release()
+            index = self.keyframe_index() if keyframes.av is not None else None
+            if index is not None and index.trusted and index.complete:
+                count = index.frames
+            else:
+                capture = self._open()
+                count = 0
+                while capture.grab():
+                    count += 1
+                capture.release()
             if count == 1:
                 raise JumpnetError(self.path, "holds a single picture (a still image named like a video?), "
                                               "not a video")

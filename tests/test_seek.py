@@ -251,6 +251,21 @@ def test_dense_decoding_with_pyav_is_opencvs(videos, rows):
     mp4v = Video(videos["mp4v"])
     next(mp4v.frames())
     assert mp4v.read_report.method == "sequential" and "as fast" in mp4v.read_report.reason
+    cut = Video(videos["cut"])  # every frame to the end: only OpenCV knows where a damaged video ends
+    next(cut.frames(backend="pyav"))
+    assert cut.read_report.method == "sequential" and "cut short" in cut.read_report.reason
+    with pytest.raises(ValueError, match="backend"):
+        next(Video(path).frames(backend="ffmpeg"))
+
+
+def test_frame_count_from_the_index_when_the_container_gives_none(videos):
+    """Matroska states no frame count: the trusted index gives it without decoding, and it is OpenCV's."""
+    video = Video(videos["mkv"])
+    assert video.count_frames() == 240 == video.keyframe_index().frames
+    counted = 0
+    for chunk in Video(videos["mkv"]).frames(backend="opencv"):
+        counted += len(chunk)
+    assert counted == 240
 
 
 def test_index_rules_on_timestamps():
