@@ -26,7 +26,7 @@ from zarr.codecs import BloscCodec, ZstdCodec
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from jumpnet_stream.formats import disk_size  # noqa: E402
-from jumpnet_stream.store import _ARRAY_CONFIG, _KEY_ENCODING, IMAGE_ROWS  # noqa: E402
+from jumpnet_stream.formats.zarr_store import _ARRAY_CONFIG, _KEY_ENCODING, IMAGE_ROWS  # noqa: E402
 from jumpnet_stream.synth import Scene, make_recording  # noqa: E402
 
 CODECS = {"none": None, "zstd-1": ZstdCodec(level=1), "zstd-3": ZstdCodec(level=3),

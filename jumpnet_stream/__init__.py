@@ -1,10 +1,11 @@
 """jumpnet-stream: turn gameplay recordings into balanced behaviour-cloning datasets, streaming."""
 
 from .batches import batches
-from .chunk import SAMPLE_FIELDS, Chunk
+from .chunk import Chunk
 from .errors import JumpnetError
 from .formats import create_dataset, open_dataset
 from .recording import Recording
+from .schema import FIELDS as SAMPLE_FIELDS
 from .stages.preprocess import PreprocessReport, pair_jumps, preprocess
 
 __version__ = "0.1.0"

@@ -1,7 +1,7 @@
 """Batches for a training loop, from any dataset format, in order or shuffled, never loading it whole.
 
 Shuffling is the streaming kind: the order of the stored chunks is permuted (where the format can
-read them in any order: .zarr, .h5), and samples are shuffled within a window of ``window`` samples
+read them in any order: all but a legacy .npz another tool wrote), and samples are shuffled within a window of ``window`` samples
 (256 images of 227x227: about 40 MB). In order, only one batch is held at a time.
 For an exact permutation of the whole set, write one with ``merge --shuffle`` first.
 """
@@ -28,9 +28,9 @@ def batches(path: str | os.PathLike, batch_size: int = 32, *, shuffle: bool = Fa
         raise JumpnetError(None, "batch_size and window must be 1 or more")
     dataset = open_dataset(path)
     rng = np.random.default_rng(seed)
-    if shuffle and hasattr(dataset, "read"):
+    if shuffle and dataset.random_access:
         starts = rng.permutation(np.arange(0, len(dataset), DEFAULT_ROWS))
-        chunks: Iterator[Chunk] = (dataset.read(int(s), min(int(s) + DEFAULT_ROWS, len(dataset))) for s in starts)
+        chunks: Iterator[Chunk] = (dataset.read(int(s), int(s) + DEFAULT_ROWS) for s in starts)
     else:
         chunks = dataset.chunks()
     hold = max(window, batch_size) if shuffle else batch_size  # in order, only a batch is ever held

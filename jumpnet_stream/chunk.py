@@ -7,9 +7,6 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-#: Fields of a dataset sample, in the order of the seed's 6-tuples, plus ``source``.
-SAMPLE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source")
-
 #: Rows per chunk that sources emit by default: 64 images of 227x227x3 uint8 are about 10 MB.
 DEFAULT_ROWS = 64
 #: At most this many bytes of images in one chunk: 64 captures of 1920x1080 would be 398 MB.
@@ -92,10 +89,3 @@ def images_to_uint8(images: np.ndarray) -> np.ndarray:
     if images.dtype == np.uint8:
         return images
     return np.rint(np.clip(images, 0, 1) * 255).astype(np.uint8)
-
-
-def empty_samples(keys: int, image_shape: tuple[int, ...]) -> Chunk:
-    """A chunk of no samples with every field's dtype and shape: what an empty dataset holds."""
-    return Chunk({"image": np.zeros((0, *image_shape), np.uint8), "label": np.zeros(0, np.float32),
-                  "keys_raw": np.zeros((0, keys), np.float32), "hold_duration": np.zeros((0, keys), np.float32),
-                  "phase": np.zeros(0, "<U7"), "frame_index": np.zeros(0, np.int64), "source": np.zeros(0, "<U1")})

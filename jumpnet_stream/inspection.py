@@ -5,24 +5,17 @@ from __future__ import annotations
 
 import math
 import os
-import zipfile
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import cv2
-import h5py
 import numpy as np
 
-from .columnar import ColumnarNpzDataset
 from .errors import JumpnetError
-from .formats import DatasetReader, check_target, open_dataset, partial_path, remove_output
-from .h5 import H5Dataset
+from .formats import check_target, format_of, open_dataset, partial_path, remove_output
+from .formats.legacy_npz import is_keylog_file
 from .keylog import KeylogSummary, describe_keylog
-from .legacy import LegacyNpzDataset, is_keylog_file
-from .npz import ObjectArrayReader, read_header
-from .recording import as_image, entry_fields
 from .sampling import choose
-from .store import ZarrDataset
 
 #: Contact sheet geometry in pixels: coloured border around each image, caption strip under it,
 #: gap between cells (and around the sheet), title strip on top.
@@ -134,34 +127,6 @@ class DatasetSummary:
         return "\n".join(lines)
 
 
-def _format_and_dtype(dataset: DatasetReader) -> tuple[str, str | None]:
-    """The format's name and the images' dtype as stored (every reader hands out uint8)."""
-    if isinstance(dataset, ZarrDataset):
-        return "zarr", "uint8"  # the store keeps uint8 images only
-    if isinstance(dataset, H5Dataset):
-        with h5py.File(dataset.path, "r") as f:
-            return "h5", str(f["image"].dtype)
-    if isinstance(dataset, ColumnarNpzDataset):
-        with zipfile.ZipFile(dataset.path) as zf, zf.open("image.npy") as f:
-            return "npz columnar", str(read_header(f, dataset.path, "image")[2])
-    first = next(ObjectArrayReader(dataset.path, "data").rows(), None)  # legacy: the first entry's image
-    return "npz legacy", None if first is None else str(as_image(entry_fields(first)[0]).dtype)
-
-
-def _small_columns(dataset: DatasetReader, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """Small fields whole. A legacy .npz interleaves them with the images, so it is streamed once
-    for all of them (its ``column()`` would stream it once per field); other formats read each alone."""
-    if not isinstance(dataset, LegacyNpzDataset):
-        return {name: dataset.column(name) for name in names}
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-    for chunk in dataset.chunks():
-        for name in names:
-            parts[name].append(chunk[name])
-    k = len(dataset.keys)
-    empty = {"label": np.zeros(0, np.float32), "hold_duration": np.zeros((0, k), np.float32)}
-    return {name: np.concatenate(parts[name]) if parts[name] else empty[name] for name in names}
-
-
 def positive_holds(hold_duration: np.ndarray) -> np.ndarray:
     """One hold per sample: the largest slot of its vector, NaN if any slot is NaN.
 
@@ -183,8 +148,8 @@ def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None)
         return describe_keylog(path)
     dataset = open_dataset(path, keys=keys)
     image_shape = tuple(dataset.image_shape)
-    format_name, image_dtype = _format_and_dtype(dataset)
-    small = _small_columns(dataset, ("label", "hold_duration"))
+    format_name, image_dtype = format_of(dataset.path).name, dataset.stored_dtype
+    small = dataset.columns(["label", "hold_duration"])
     labels = small["label"]
     positive = labels == 1
     holds = positive_holds(small["hold_duration"][positive])

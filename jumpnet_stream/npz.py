@@ -1,9 +1,7 @@
-"""``.npz`` containers holding a pickled object array, read and written one row at a time.
-
-The recorder and the seed both write ``np.savez(path, data=<object array>, keys=...)``. Reading goes
-through :mod:`safe_pickle` (never ``allow_pickle=True``); writing spools the pickled rows to a
-temporary file and assembles the zip member at the end, when the row count is known, so neither
-direction holds more than a few rows in memory.
+"""``.npz`` containers: the zip and its ``.npy`` members, small arrays read whole (``keys``, a provenance
+record, a columnar field), with every damage turned into one line naming the file. Pickled object arrays are
+streamed by :mod:`object_array`; object arrays in small members go through :mod:`safe_pickle` too
+(never ``allow_pickle=True``).
 """
 
 from __future__ import annotations
@@ -17,22 +15,18 @@ import os
 import struct
 import pickle
 import resource
-import shutil
-import tempfile
 import tokenize
-import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import numpy as np
 from numpy.lib import format as npy_format
 
 from .errors import JumpnetError, UnsafeInputError
-from .safe_pickle import MEMO_BUDGET, NeedsWholeLoad, StreamingUnpickler, UnsafePickleError, check_text
+from .pickle_allowlist import NeedsWholeLoad, UnsafePickleError, check_text
+from .safe_pickle import StreamingUnpickler
 
-_APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
 # What reading a damaged file can raise, from the zip layer (bad CRC, a deflate stream cut short, a
 # compression method or encryption flag garbled: NotImplementedError, RuntimeError), the .npy header
 # parser, or the unpickler (numbers too large: OverflowError; MemoryError, RecursionError).
@@ -48,7 +42,7 @@ WHOLE_LOAD_RATIO = 16
 LISTED = 10         # names a message lists before "and N more"
 
 
-def _open_zip(path: str) -> zipfile.ZipFile:
+def open_zip(path: str) -> zipfile.ZipFile:
     if not os.path.exists(path):
         raise JumpnetError(path, "no such file")
     if os.path.isdir(path):
@@ -104,7 +98,7 @@ def _starts_like_a_zip(path: str) -> bool:
         return False
 
 
-def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, name: str) -> BinaryIO:
+def open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, name: str) -> BinaryIO:
     """The member open for reading; a garbled entry (compression method, encryption flag) is one line."""
     try:
         return zf.open(info)
@@ -112,7 +106,7 @@ def _open_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, path: str, name: st
         raise JumpnetError(path, f"'{name}' cannot be read from the zip archive: {exc}") from None
 
 
-def _member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
+def member_name(zf: zipfile.ZipFile, path: str, name: str) -> str:
     names = zf.namelist()
     for candidate in (f"{name}.npy", name):
         if candidate in names:
@@ -144,11 +138,11 @@ SMALL_ARRAY_BYTES = 16 << 20  # 'keys' and the like: a few bytes in any real fil
 def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES) -> np.ndarray:
     """A member array (such as ``keys``) loaded whole; object arrays via the restricted unpickler.
     ``limit`` caps its size: a recorder's ``keys`` is a few bytes, a columnar field one row per sample."""
-    with _open_zip(path) as zf:
-        info = zf.getinfo(_member_name(zf, path, name))
+    with open_zip(path) as zf:
+        info = zf.getinfo(member_name(zf, path, name))
         if limit is not None and info.file_size > limit:
             raise JumpnetError(path, f"'{name}' is implausibly large ({info.file_size} bytes)")
-        with _read_errors(path, name), _open_member(zf, info, path, name) as f:
+        with read_errors(path, name), open_member(zf, info, path, name) as f:
             shape, fortran, dtype = read_header(f, path, name)
             count = math.prod(shape)
             if not dtype.hasobject:
@@ -161,9 +155,9 @@ def read_small_array(path: str, name: str, limit: int | None = SMALL_ARRAY_BYTES
                 return array
             if count > info.file_size:
                 raise JumpnetError(path, f"'{name}' header promises more elements than the file holds")
-            items = StreamingUnpickler(_pickle_stream(f), info.file_size - f.tell(), whole=True,
+            items = StreamingUnpickler(pickle_stream(f), info.file_size - f.tell(), whole=True,
                                        expected=count).items()
-            return _object_array(list(items), shape, fortran)
+            return object_array(list(items), shape, fortran)
 
 
 def provenance_records(text: object) -> list[dict]:
@@ -186,15 +180,8 @@ def read_provenance(path: str) -> list[dict]:
         return []
 
 
-def _object_array(items: list, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
-    array = np.empty(len(items), dtype=object)
-    for i, item in enumerate(items):
-        array[i] = item
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
 @contextlib.contextmanager
-def _read_errors(path: str, name: str, streaming: bool = False) -> Iterator[None]:
+def read_errors(path: str, name: str, streaming: bool = False) -> Iterator[None]:
     """Turn a failed load into one line naming the file (a streaming pass may still fall back)."""
     try:
         yield
@@ -224,12 +211,30 @@ def available_memory() -> int:
     return min(free, limit) if limit != resource.RLIM_INFINITY else free
 
 
-def _pickle_stream(raw: BinaryIO) -> io.BufferedReader:
-    """``raw`` (a zip member) buffered for the unpickler, large reads in 1 MiB pieces (see _Counting)."""
-    return io.BufferedReader(_Counting(raw), 1 << 16)
+def member_data_offset(path: str, member: str) -> int:
+    """Where a stored (uncompressed) zip member's bytes start in the file."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
 
 
-class _Counting(io.RawIOBase):
+def object_array(items: list, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
+    array = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        array[i] = item
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def pickle_stream(raw: BinaryIO) -> io.BufferedReader:
+    """``raw`` (a zip member) buffered for the unpickler, large reads in 1 MiB pieces (see Counting)."""
+    return io.BufferedReader(Counting(raw), 1 << 16)
+
+
+class Counting(io.RawIOBase):
     """Counts the bytes read through it, for progress reports."""
 
     def __init__(self, raw: BinaryIO):
@@ -246,224 +251,3 @@ class _Counting(io.RawIOBase):
         buffer[:len(data)] = data
         self.count += len(data)
         return len(data)
-
-
-@dataclass
-class ObjectArrayReader:
-    """The rows of an npz member that holds a pickled object array of shape (N,) or (N, W)."""
-
-    path: str
-    name: str = "data"
-    memo_budget: int = MEMO_BUDGET
-
-    def __post_init__(self) -> None:
-        self.path = os.fspath(self.path)
-        with _open_zip(self.path) as zf:
-            info = zf.getinfo(_member_name(zf, self.path, self.name))
-            self.member, self.nbytes, self.stored_bytes = info.filename, info.file_size, info.compress_size
-            with _read_errors(self.path, self.name), _open_member(zf, info, self.path, self.name) as f:
-                self.shape, self.fortran, dtype = read_header(f, self.path, self.name)
-        if not dtype.hasobject:
-            raise JumpnetError(self.path, f"'{self.name}' is a {dtype} array, expected an object array "
-                                          "of entries")
-        if len(self.shape) not in (1, 2) or (len(self.shape) == 2 and self.shape[1] == 0 and self.shape[0]):
-            raise JumpnetError(self.path, f"'{self.name}' has shape {self.shape}, expected (N,) or (N, 6)")
-        if math.prod(self.shape) > self.nbytes:  # every element takes at least a byte of pickle
-            raise JumpnetError(self.path, f"'{self.name}' header promises {math.prod(self.shape)} elements, "
-                                          f"more than its {self.nbytes} bytes can hold")
-        self.bytes_read = 0
-        self.whole_loaded: str | None = None
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def rows(self) -> Iterator[object]:
-        """The entries in order: a 2-D array's rows as tuples, a 1-D array's elements as they are."""
-        done = 0
-        try:
-            if self.fortran and len(self.shape) == 2 and self.shape[1] > 1:
-                raise NeedsWholeLoad("Fortran-ordered 2-D array")
-            for row in self._stream():
-                yield row
-                done += 1
-        except NeedsWholeLoad as why:
-            self.whole_loaded = str(why)
-            if self.nbytes > available_memory() // 2:
-                raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}) and is too large "
-                                              f"to load whole ({self.nbytes >> 20} MB)") from None
-            if self.nbytes > (64 << 20) and self.nbytes > WHOLE_LOAD_RATIO * self.stored_bytes:
-                raise JumpnetError(self.path, f"'{self.name}' cannot be streamed ({why}), and loading it whole "
-                                              f"would expand {self.stored_bytes >> 20} MB on disk to "
-                                              f"{self.nbytes >> 20} MB (a decompression bomb?)") from None
-            yield from self._whole(skip=done, why=str(why))
-
-    def _entries(self, items: Iterator[object]) -> Iterator[object]:
-        width = self.shape[1] if len(self.shape) == 2 else 0
-        if not width:
-            yield from items
-            return
-        row: list = []
-        for item in items:
-            row.append(item)
-            if len(row) == width:
-                yield tuple(row)
-                row = []
-
-    def _unpickler(self, raw: BinaryIO, **options) -> tuple[StreamingUnpickler, _Counting]:
-        read_header(raw, self.path, self.name)
-        counting = _Counting(raw)
-        counting.count = raw.tell()
-        vm = StreamingUnpickler(io.BufferedReader(counting, 1 << 16), self.nbytes - raw.tell(),
-                                expected=math.prod(self.shape), **options)
-        return vm, counting
-
-    def _stream(self) -> Iterator[object]:
-        with _open_zip(self.path) as zf, _read_errors(self.path, self.name, streaming=True), \
-                _open_member(zf, zf.getinfo(self.member), self.path, self.name) as raw:
-            vm, counting = self._unpickler(raw, memo_budget=self.memo_budget)
-            for entry in self._entries(vm.items()):
-                self.bytes_read = counting.count
-                yield entry
-        self.bytes_read = self.nbytes
-        if vm.items_out != math.prod(self.shape):
-            raise JumpnetError(self.path, f"'{self.name}' holds {vm.items_out} elements but its header "
-                                          f"says shape {self.shape}")
-
-    def _whole(self, skip: int, why: str) -> Iterator[object]:
-        with _open_zip(self.path) as zf, _read_errors(self.path, self.name), \
-                _open_member(zf, zf.getinfo(self.member), self.path, self.name) as raw:
-            vm, _ = self._unpickler(raw, whole=True)
-            items = list(vm.items())
-        if len(items) != math.prod(self.shape):
-            raise JumpnetError(self.path, f"'{self.name}' does not match its header shape {self.shape}")
-        # Only once it worked: a damaged file that fails both ways gets one line, its error.
-        warnings.warn(f"{self.path}: loading '{self.name}' whole ({why})", stacklevel=3)
-        self.bytes_read = self.nbytes
-        array = _object_array(items, self.shape, self.fortran)
-        del items
-        for i in range(skip, len(array)):
-            yield tuple(array[i]) if array.ndim == 2 else array[i]
-
-
-class ObjectArrayWriter:
-    """Writes an npz whose ``name`` member is a pickled object array, appended one row at a time.
-
-    Rows are pickled as they come (numpy's layout: an (N, W) array's elements in row order, or an
-    (N,) array of tuples) into a spool file beside the output; :meth:`close` writes the zip. Batches
-    (MARK ... APPENDS) end only between rows, so every row's pickle stands alone: :meth:`read_row`
-    reads one back from the finished file without the rows before it.
-    """
-
-    def __init__(self, path: str | os.PathLike, *, name: str = "data", width: int | None = 6):
-        self.path = os.fspath(path)
-        self.name = name
-        self.width = width
-        self.rows = 0
-        self._items_in_batch = 0
-        self._spool = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path)) or ".")
-        self._buf = io.BytesIO()
-        self._pickler = pickle.Pickler(self._buf, protocol=3)
-        self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
-        self._spans: dict[str, tuple[int, int]] = {}  # "first"/"last" row: (start, stop) in the spool
-        self._data_start = 0  # where the spool's bytes begin in the member
-
-    def _pickled(self, obj: object) -> bytes:
-        self._buf.seek(0)
-        self._buf.truncate()
-        self._pickler.dump(obj)
-        return self._buf.getbuffer()[2:-1].tobytes()  # strip PROTO 3 and STOP
-
-    def append(self, row: tuple) -> None:
-        items = row if self.width else (tuple(row),)
-        if self.width and len(row) != self.width:
-            raise ValueError(f"row has {len(row)} fields, expected {self.width}")
-        if self._items_in_batch == 0:
-            self._spool.write(pickle.MARK)
-        start = self._spool.tell()
-        for item in items:
-            self._spool.write(self._pickled(item))
-        span = (start, self._spool.tell())
-        self._spans.setdefault("first", span)
-        self._spans["last"] = span
-        self._items_in_batch += len(items)
-        if self._items_in_batch >= _APPENDS_BATCH:
-            self._spool.write(pickle.APPENDS)
-            self._items_in_batch = 0
-        self.rows += 1
-
-    def close(self, arrays: dict[str, np.ndarray] | None = None) -> None:
-        """Write the npz: the object array, then ``arrays`` (plain, non-object arrays) beside it."""
-        if self._items_in_batch:
-            self._spool.write(pickle.APPENDS)
-            self._items_in_batch = 0
-        shape = (self.rows, self.width) if self.width else (self.rows,)
-        head, tail = _object_array_pickle_frame(shape)
-        try:
-            with zipfile.ZipFile(self.path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
-                header = io.BytesIO()
-                npy_format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": shape})
-                self._data_start = len(header.getvalue()) + len(head)  # member bytes before the first row's
-                with zf.open(f"{self.name}.npy", "w", force_zip64=True) as f:
-                    f.write(header.getvalue())
-                    f.write(head)
-                    self._spool.seek(0)
-                    shutil.copyfileobj(self._spool, f, 1 << 20)
-                    f.write(tail)
-                for key, value in (arrays or {}).items():
-                    with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
-                        npy_format.write_array(f, np.asanyarray(value), allow_pickle=False)
-        finally:
-            self.discard()
-
-    def read_row(self, which: str) -> object:
-        """The "first" or "last" row of the closed file, read back from its bytes through the
-        restricted unpickler: a (width,) object array as ``np.load`` gives it, or the (N,) array's element."""
-        start, stop = self._spans[which]
-        with open(self.path, "rb") as f:
-            f.seek(_member_data_offset(self.path, f"{self.name}.npy") + self._data_start + start)
-            row = f.read(stop - start)
-        shape = (1, self.width) if self.width else (1,)
-        head, tail = _object_array_pickle_frame(shape)
-        stream = io.BytesIO(b"".join((head, pickle.MARK, row, pickle.APPENDS, tail)))
-        items = list(StreamingUnpickler(stream, len(stream.getvalue()), whole=True).items())
-        return _object_array(items, shape, False)[0]
-
-    def discard(self) -> None:
-        self._spool.close()
-
-
-def _member_data_offset(path: str, member: str) -> int:
-    """Where a stored (uncompressed) zip member's bytes start in the file."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(member)
-    with open(path, "rb") as f:
-        f.seek(info.header_offset)
-        local = f.read(30)
-    name_length, extra_length = struct.unpack("<HH", local[26:30])
-    return info.header_offset + 30 + name_length + extra_length
-
-
-class _Split:
-    """Placeholder pickled where the element list goes, to cut numpy's array pickle in two."""
-
-
-_SPLIT_BYTES = b"jumpnet-stream:element-list"
-
-
-def _object_array_pickle_frame(shape: tuple[int, ...]) -> tuple[bytes, bytes]:
-    """The pickle of an object array of ``shape`` before and after its element list (EMPTY_LIST
-    ends the head; APPENDS batches go between)."""
-    func, args, state = np.empty(0, dtype=object).__reduce__()
-    state = (state[0], tuple(shape), state[2], False, _SPLIT_BYTES)
-
-    class Pickler(pickle.Pickler):
-        def reducer_override(self, obj: object):
-            return (func, args, state) if isinstance(obj, _Split) else NotImplemented
-
-    buf = io.BytesIO()
-    pickler = Pickler(buf, protocol=3)
-    pickler.fast = True
-    pickler.dump(_Split())
-    marker = pickle.SHORT_BINBYTES + bytes([len(_SPLIT_BYTES)]) + _SPLIT_BYTES
-    head, tail = buf.getvalue().split(marker)
-    return head + pickle.EMPTY_LIST, tail

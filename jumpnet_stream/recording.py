@@ -17,7 +17,8 @@ import numpy as np
 from .chunk import DEFAULT_ROWS, Chunk, rows_to_chunk, rows_within
 from .errors import JumpnetError
 from .names import stem
-from .npz import ObjectArrayReader, read_small_array
+from .npz import read_small_array
+from .object_array import ObjectArrayReader
 
 EVENT_FIELDS = ("image", "prev_interval", "multi_hot", "hold_durations", "phase", "frame_idx")
 EVENT_DTYPES = {"image": np.uint8, "prev_interval": np.float64, "multi_hot": np.float32,

@@ -13,23 +13,16 @@ from __future__ import annotations
 
 import math
 import pickle
-import re
-import struct
 import sys
-import warnings
 import weakref
 from collections import OrderedDict
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle names something outside the allowlist, or uses an opcode that could run code."""
-
-
-class NeedsWholeLoad(Exception):
-    """The stream uses a structure the streaming interpreter does not handle; load it whole instead."""
+from .pickle_allowlist import (_FORBIDDEN, _NDARRAY, _POINTER, NeedsWholeLoad, UnsafePickleError, _Stop, _what,
+                               find_allowed)
+from .pickle_opcodes import opcode_table
 
 
 # Memory bounds: what a small (compressed) file may make this interpreter hold, whatever it declares.
@@ -48,114 +41,7 @@ MAX_DEPTH = 64              # nested MARKs (numpy's pickles of nested object arr
 MAX_STACK_ITEMS = 1 << 18   # values on the stack, all levels together (numpy's batches hold 1000)
 MAX_ITEM_OBJECTS = 1 << 20  # objects in one handed-out element (a recorder entry holds about ten)
 MAX_PINNED = 1 << 16
-MAX_ELEMENTS = 1 << 31  # elements of one array: a zero-size dtype must not make an array of 2**62 of them
 _MEMO_ENTRY = 256        # bytes the memo's bookkeeping takes per entry (measured: ~250), counted in its budget
-_POINTER = 8             # bytes a list or tuple takes per element
-
-_NDARRAY = object()  # stands for numpy.ndarray: only ever an argument of _reconstruct, never callable
-
-
-def _reconstruct(cls: object, shape: object, typecode: object) -> np.ndarray:
-    if cls is not _NDARRAY or not isinstance(typecode, bytes):
-        raise UnsafePickleError("numpy _reconstruct called with unexpected arguments")
-    return np.ndarray((0,), dtype=np.int8)  # filled in by BUILD -> ndarray.__setstate__
-
-
-_DTYPE_KINDS = "biufcSUOMm?"  # plain scalar kinds: no structured, subarray or void dtypes
-# What numpy's own dtype pickles name ('f4', 'O8', 'U7', 'M8', 'b1', ...): numpy's dtype parser is
-# never handed anything else (it raises SyntaxError or warns on some strings).
-_DTYPE_SPEC = re.compile(r"[<>|=]?[biufcSUOMm][0-9]{1,9}")
-
-
-def _dtype(spec: object, align: object = False, copy: object = True) -> np.dtype:
-    if not isinstance(spec, str) or len(spec) > 16:
-        raise UnsafePickleError(f"numpy dtype from {type(spec).__name__}")
-    if not _DTYPE_SPEC.fullmatch(spec):
-        raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain scalar type")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dtype = np.dtype(spec, align=False, copy=True)  # a copy: BUILD must never touch numpy's singletons
-    except (TypeError, ValueError):
-        raise UnsafePickleError(f"unknown numpy dtype {spec!r}") from None
-    if dtype.kind not in _DTYPE_KINDS:
-        raise UnsafePickleError(f"numpy dtype {spec!r} is not a plain scalar type")
-    return dtype
-
-
-def _fresh_dtype(dtype: np.dtype) -> np.dtype:
-    """numpy's own dtype for ``dtype``'s type string, after checking that ``dtype`` is exactly that. Arrays
-    and scalars are made with it, never with the pickle's dtype object, so nothing the pickle does to
-    that object later can change an array's item size under its buffer."""
-    _check_dtype(dtype)
-    return np.dtype(dtype.str)
-
-
-def _scalar(dtype: object, data: object = None) -> object:
-    if not isinstance(dtype, np.dtype):
-        raise UnsafePickleError("numpy scalar without a dtype")
-    if dtype.hasobject:
-        return data
-    if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
-        raise UnsafePickleError("numpy scalar with malformed data")
-    dtype = _fresh_dtype(dtype)
-    check_text(data, dtype)
-    return np.frombuffer(data, dtype=dtype, count=1)[0]
-
-
-def _frombuffer(buf: object, dtype: object, shape: object, order: object = "C") -> np.ndarray:
-    if not isinstance(dtype, np.dtype) or dtype.hasobject or not isinstance(buf, (bytes, bytearray)):
-        raise UnsafePickleError("numpy _frombuffer with unexpected arguments")
-    dtype = _fresh_dtype(dtype)
-    check_text(buf, dtype)
-    return np.frombuffer(buf, dtype=dtype).reshape(shape, order="F" if order == "F" else "C")
-
-
-def check_text(data: bytes | bytearray | memoryview, dtype: np.dtype) -> None:
-    """Unicode array data must hold valid code points: numpy builds a str from any 4 bytes, and one
-    past U+10FFFF fails later, far from here, with a SystemError."""
-    if dtype.kind != "U" or not len(data):
-        return
-    codes = np.frombuffer(data, dtype=np.dtype("u4").newbyteorder(dtype.byteorder), count=len(data) // 4)
-    if codes.size and int(codes.max()) > 0x10FFFF:
-        raise ValueError("text data holds an invalid code point")
-
-
-def _encode(text: object, encoding: object = "latin1") -> bytes:
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise UnsafePickleError("_codecs.encode with unexpected arguments")
-    return text.encode("latin1")
-
-
-def _empty_bytes(*args: object) -> bytes:
-    """Protocol 2 pickles an empty bytes object (an empty array's data) as ``bytes()``."""
-    if args:
-        raise UnsafePickleError("bytes() with arguments")
-    return b""
-
-
-_ALLOWED: dict[tuple[str, str], object] = {("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _dtype,
-                                           ("_codecs", "encode"): _encode, ("__builtin__", "bytes"): _empty_bytes,
-                                           ("builtins", "bytes"): _empty_bytes}
-for _core in ("numpy.core", "numpy._core"):
-    _ALLOWED[(f"{_core}.multiarray", "_reconstruct")] = _reconstruct
-    _ALLOWED[(f"{_core}.multiarray", "scalar")] = _scalar
-    _ALLOWED[(f"{_core}.multiarray", "dtype")] = _dtype
-    _ALLOWED[(f"{_core}.numeric", "_frombuffer")] = _frombuffer
-_BUILDS = (_reconstruct, _dtype)  # results that a BUILD opcode completes
-
-
-def find_allowed(module: str, name: str) -> object:
-    """The safe stand-in for ``module.name``, or UnsafePickleError."""
-    try:
-        return _ALLOWED[(module, name)]
-    except KeyError:
-        raise UnsafePickleError(f"refusing to unpickle {module}.{name} (only numpy arrays, scalars, "
-                                "dtypes, str/bytes, numbers, lists and tuples are allowed)") from None
-
-
-class _Stop(Exception):
-    pass
 
 
 class StreamingUnpickler:
@@ -470,186 +356,7 @@ class StreamingUnpickler:
             return
 
     def _dispatch(self) -> dict[bytes, Callable[[], None]]:
-        take, st = self._take, self
-        unpack = struct.unpack
-
-        def push_(value: object) -> Callable[[], None]:
-            return lambda: st.stack.append(value)
-
-        def proto() -> None:
-            if take(1)[0] > 5:
-                raise pickle.UnpicklingError("unsupported pickle protocol")
-
-        def mark() -> None:
-            batch = st._batches_target()
-            st._push_mark()
-            if batch:
-                st._level, st._level_start = len(st.metastack), st.items_out
-
-        def stop() -> None:
-            raise _Stop
-
-        def binint() -> None:
-            st.stack.append(unpack("<i", take(4))[0])
-
-        def binint1() -> None:
-            st.stack.append(take(1)[0])
-
-        def binint2() -> None:
-            st.stack.append(unpack("<H", take(2))[0])
-
-        def long1() -> None:
-            st.stack.append(int.from_bytes(take(take(1)[0]), "little", signed=True))
-
-        def long4() -> None:
-            n = unpack("<i", take(4))[0]
-            if n < 0 or n > 1024:
-                raise pickle.UnpicklingError("pickle LONG4 too long")
-            st.stack.append(int.from_bytes(take(n), "little", signed=True))
-
-        def binfloat() -> None:
-            st.stack.append(unpack(">d", take(8))[0])
-
-        def sized(fmt: str, size: int, make: Callable[[bytes], object], text: bool = False) -> Callable[[], None]:
-            def op() -> None:
-                n = unpack(fmt, take(size))[0] if fmt else take(1)[0]
-                if n > st._max_object:
-                    raise UnsafePickleError(f"a {n}-byte object is over the {st._max_object}-byte limit")
-                if st._fresh + n > st._max_live:
-                    st._relieve(coming=n)  # before allocating it
-                data = take(n)
-                if text and n > 4096 and not data.isascii():
-                    _check_text_size(data, st._max_object)
-                st._fresh += n
-                st.stack.append(make(data))
-            return op
-
-        def utf8(b: bytes) -> str:
-            return b.decode("utf-8", "surrogatepass")
-
-        def tuple_n(n: int) -> Callable[[], None]:
-            def op() -> None:
-                if len(st.stack) < n:
-                    raise NeedsWholeLoad("pickle stack underflow")
-                items = tuple(st.stack[len(st.stack) - n:])
-                del st.stack[len(st.stack) - n:]
-                st.stack.append(items)
-            return op
-
-        def tuple_mark() -> None:
-            items = st._pop_mark()
-            st._fresh += _POINTER * len(items)
-            st.stack.append(tuple(items))
-
-        def empty_list() -> None:
-            lst: list = []
-            st._maybe_target(lst)
-            st.stack.append(lst)
-
-        def list_mark() -> None:
-            items = st._pop_mark()
-            st.stack.append(items)
-
-        def append() -> None:
-            value = st._pop()
-            target = st._top_list()
-            if target is st._target:
-                st._emit(value)
-            else:
-                st._fresh += _POINTER
-                target.append(value)
-                st._check_length(target)
-
-        def appends() -> None:
-            below = st.metastack[-1] if st.metastack else None
-            items = st._pop_mark(appends_to_target=bool(below) and below[-1] is st._target)
-            target = st._top_list()
-            if target is st._target:
-                for item in items:
-                    st._emit(item)
-            else:
-                st._fresh += _POINTER * len(items)
-                target.extend(items)
-                st._check_length(target)
-
-        def pop() -> None:
-            if st.stack:
-                st.stack.pop()
-            else:
-                st._pop_mark()
-
-        def pop_mark() -> None:
-            st._pop_mark()
-
-        def dup() -> None:
-            st.stack.append(st._usable(st._pop()))
-            st.stack.append(st.stack[-1])
-
-        def global_() -> None:
-            module = st._line()
-            st._push_global(module, st._line())
-
-        def stack_global() -> None:
-            name = st._pop()
-            st._push_global(st._pop(), name)
-
-        def reduce() -> None:
-            args = st._pop()
-            func = st._pop()
-            if not callable(func) or not isinstance(args, tuple):
-                raise UnsafePickleError("pickle REDUCE of something not allowed")
-            value = func(*args)
-            if func in _BUILDS:
-                st._awaiting_build[id(value)] = value
-            if isinstance(value, np.ndarray):
-                st._note_array(value)
-            st.stack.append(value)
-
-        def build() -> None:
-            state = st._pop()
-            inst = st.stack[-1] if st.stack else st._pop()
-            if st._awaiting_build.pop(id(inst), None) is not inst:
-                raise UnsafePickleError(f"pickle BUILD of a {type(inst).__name__}")
-            if st._is_top_array(inst):
-                return  # the top-level array: its elements went to the caller instead of its list
-            if isinstance(inst, np.dtype):
-                _build_dtype(inst, state)
-            else:
-                _build_array(inst, state)
-                st._note_array(inst)
-
-        def binput() -> None:
-            st._put(take(1)[0])
-
-        def long_binput() -> None:
-            st._put(unpack("<I", take(4))[0])
-
-        def memoize() -> None:
-            st._put(st._memo_next)
-
-        def binget() -> None:
-            st._get(take(1)[0])
-
-        def long_binget() -> None:
-            st._get(unpack("<I", take(4))[0])
-
-        def frame() -> None:
-            take(8)
-
-        return {
-            b"\x80": proto, b"\x95": frame, b".": stop, b"(": mark, b"0": pop, b"1": pop_mark, b"2": dup,
-            b"N": push_(None), b"\x88": push_(True), b"\x89": push_(False),
-            b"J": binint, b"K": binint1, b"M": binint2, b"\x8a": long1, b"\x8b": long4, b"G": binfloat,
-            b"X": sized("<I", 4, utf8, text=True), b"\x8c": sized("", 1, utf8),
-            b"\x8d": sized("<Q", 8, utf8, text=True),
-            b"B": sized("<I", 4, bytes), b"C": sized("", 1, bytes), b"\x8e": sized("<Q", 8, bytes),
-            b"\x96": sized("<Q", 8, bytearray),
-            b"T": sized("<I", 4, lambda b: b.decode("latin1")), b"U": sized("", 1, lambda b: b.decode("latin1")),
-            b")": push_(()), b"\x85": tuple_n(1), b"\x86": tuple_n(2), b"\x87": tuple_n(3), b"t": tuple_mark,
-            b"]": empty_list, b"l": list_mark, b"a": append, b"e": appends,
-            b"c": global_, b"\x93": stack_global, b"R": reduce, b"b": build,
-            b"q": binput, b"r": long_binput, b"\x94": memoize, b"h": binget, b"j": long_binget,
-        }
+        return opcode_table(self)
 
     @staticmethod
     def _check_length(lst: list) -> None:
@@ -682,62 +389,6 @@ def _plain_arrays(item: object) -> Iterator[np.ndarray]:
                 yield obj
         elif isinstance(obj, (tuple, list)):
             todo.extend(obj)
-
-
-def _what(obj: object) -> str:
-    return "dtype" if isinstance(obj, np.dtype) else "array" if isinstance(obj, np.ndarray) else type(obj).__name__
-
-
-_ASTRAL = re.compile(rb"[\xf0-\xff]")      # lead bytes of 4-byte UTF-8 sequences: a str of 4 bytes a char
-_BEYOND_LATIN1 = re.compile(rb"[\xc4-\xef]")  # lead bytes of chars past U+00FF: 2 bytes a char
-
-
-def _check_text_size(data: bytes, limit: int) -> None:
-    """A str takes up to 4 bytes per character (all of them, if one is past U+FFFF): refuse UTF-8 text
-    whose str would be over ``limit`` before decoding it."""
-    width = 4 if _ASTRAL.search(data) else 2 if _BEYOND_LATIN1.search(data) else 1
-    if len(data) * width > limit:
-        raise UnsafePickleError(f"a {len(data)}-byte text would take up to {len(data) * width} bytes, over the "
-                                f"{limit}-byte limit")
-
-
-def _build_array(array: np.ndarray, state: object) -> None:
-    """``array.__setstate__(state)`` once the state is proven consistent (numpy reads past a short
-    element list, or trusts a dtype's flags, so a forged state would crash the process), with numpy's
-    own dtype for the state's type string in place of the pickle's dtype object."""
-    if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)):
-        raise UnsafePickleError("numpy array state is not (version, shape, dtype, fortran, data)")
-    version, shape, dtype, fortran, data = state
-    if not (version == 1 and isinstance(dtype, np.dtype) and isinstance(fortran, bool)
-            and all(isinstance(n, int) and 0 <= n for n in shape)):
-        raise UnsafePickleError("numpy array state is malformed")
-    dtype = _fresh_dtype(dtype)
-    count = math.prod(shape)  # exact: numpy's int64 product wraps around for a forged shape
-    if count > MAX_ELEMENTS or len(shape) > 32:
-        raise UnsafePickleError(f"numpy array state of shape {shape} is implausibly large")
-    if dtype.hasobject:
-        if not (isinstance(data, list) and len(data) == count):
-            raise UnsafePickleError("numpy object array state does not match its shape")
-    elif not (isinstance(data, (bytes, bytearray)) and len(data) == count * dtype.itemsize):
-        raise UnsafePickleError("numpy array data does not match its shape and dtype")
-    else:
-        check_text(data, dtype)
-    array.__setstate__((version, shape, dtype, fortran, data))
-
-
-def _check_dtype(dtype: np.dtype) -> None:
-    """A dtype must be what its own type string makes afresh: no fields, no forged flags."""
-    fresh = np.dtype(dtype.str)
-    if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None \
-            or dtype.flags != fresh.flags or dtype.itemsize != fresh.itemsize or dtype != fresh:
-        raise UnsafePickleError(f"numpy dtype {dtype!r} is not a plain scalar type")
-
-
-def _build_dtype(dtype: np.dtype, state: object) -> None:
-    if not (isinstance(state, tuple) and 8 <= len(state) <= 9 and state[2:5] == (None, None, None)):
-        raise UnsafePickleError("numpy dtype state has fields or subarrays")
-    dtype.__setstate__(state)
-    _check_dtype(dtype)
 
 
 def _pinnable(obj: object) -> bool:
@@ -775,6 +426,3 @@ def _weight(obj: object, seen: set[int] | None = None) -> int:
     return total
 
 
-_FORBIDDEN = {b"i": "INST", b"o": "OBJ", b"\x81": "NEWOBJ", b"\x92": "NEWOBJ_EX", b"P": "PERSID",
-              b"Q": "BINPERSID", b"\x82": "EXT1", b"\x83": "EXT2", b"\x84": "EXT4",
-              b"\x97": "NEXT_BUFFER", b"\x98": "READONLY_BUFFER"}

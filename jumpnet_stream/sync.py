@@ -155,11 +155,11 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
     if not 1 <= sample <= MAX_SAMPLE:
         raise JumpnetError(None, f"sample must be between 1 and {MAX_SAMPLE}, not {sample}")
     if not 0 <= max_offset <= 100:
-        raise JumpnetError(None, f"--max-offset must be between 0 and 100, not {max_offset}")
+        raise JumpnetError(None, f"max_offset must be between 0 and 100, not {max_offset}")
     if isinstance(size, int):
         size = (size, size)
     if size is not None and not all(1 <= s <= 4096 for s in size):
-        raise JumpnetError(None, f"--size must be between 1 and 4096, not {size}")
+        raise JumpnetError(None, f"size must be between 1 and 4096, not {size}")
     recording = Recording(raw_path)
     video = Video(video_path)
     report = SyncReport(raw=raw_path, video=video_path, frames_claimed=video.claimed_frames, fps=video.fps)

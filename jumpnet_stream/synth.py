@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import cv2
 import numpy as np
 
-from .npz import ObjectArrayWriter
+from .object_array import ObjectArrayWriter
 
 FPS = 30.0  # what the container is labelled
 CAPTURE_PERIOD = 1 / FPS + 0.004  # the recorder's real loop: capture and drawing, then sleep(1/30)

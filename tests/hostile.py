@@ -449,7 +449,7 @@ def _samples(rows: int = ROWS, keys: int = 1, size: tuple[int, int] = (4, 4)) ->
 def _store(folder: Path, name: str, keys=("w",)) -> Path:
     """A valid store of three samples, written by this tool's own writer."""
     from jumpnet_stream.chunk import Chunk
-    from jumpnet_stream.store import ZarrDatasetWriter
+    from jumpnet_stream.formats.zarr_store import ZarrDatasetWriter
 
     path = folder / name
     writer = ZarrDatasetWriter(path, list(keys))

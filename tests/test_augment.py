@@ -11,7 +11,8 @@ import pytest
 
 from conftest import run_cli
 from jumpnet_stream import Chunk, JumpnetError, open_dataset, preprocess
-from jumpnet_stream.kernels import augment_images, augment_reference
+from jumpnet_stream.kernels import augment_images
+from naive import augment_reference
 from jumpnet_stream.stages.augment import AugmentOptions, augment, augment_chunks
 
 ALL = dict(p_flip=1.0, p_brightness=1.0, p_noise=1.0, p_shift=1.0)
@@ -130,7 +131,7 @@ def test_command_end_to_end(recordings, tmp_path):
 
 
 def test_options_are_validated():
-    with pytest.raises(JumpnetError, match="--p-flip must be between 0 and 1"):
+    with pytest.raises(JumpnetError, match="p_flip must be between 0 and 1"):
         AugmentOptions(p_flip=1.5)
     for bad in (-1, 65, 10 ** 9):
         with pytest.raises(JumpnetError, match="multiplier must be between 0 and 64"):

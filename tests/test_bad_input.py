@@ -1,7 +1,7 @@
 """Every bad input, through the real command line: one line on stderr that names the file and the problem,
 a non-zero exit, no traceback, and nothing left behind (no output, no hidden ``.NAME.partial-*`` sibling).
 
-Malformed keylog *entries* are the exception the SPEC makes: preprocess counts them by reason and skips
+Malformed keylog *entries* are the exception the README describes: preprocess counts them by reason and skips
 them (exit 0, the counts reported), unless not one entry of the file is readable.
 """
 
@@ -268,7 +268,7 @@ def test_header_promising_more_entries_than_the_file_holds(game, tmp_path):
                    outputs=[out])
 
 
-# -- malformed entries: counted and skipped (SPEC 2.1), unless none is readable ---------------------------
+# -- malformed entries: counted and skipped (README: preprocess), unless none is readable ---------------------------
 BAD_ENTRIES = {
     "entry has 5 fields, expected 6": event(40)[:5],
     "entry has 7 fields, expected 6": (*event(41), 1),

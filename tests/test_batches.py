@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jumpnet_stream import Chunk, batches, create_dataset
-from jumpnet_stream.export import export
+from jumpnet_stream.stages.export import export
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def stores(tmp_path_factory):
     with create_dataset(folder / "d.zarr", ["w"]) as writer:
         writer.write(chunk)
     paths = {"zarr": folder / "d.zarr"}
-    for name, target, layout in (("h5", "d.h5", "legacy"), ("legacy", "d.npz", "legacy"), ("columnar", "c.npz", "columnar")):
+    for name, target, layout in (("h5", "d.h5", None), ("legacy", "d.npz", "legacy"), ("columnar", "c.npz", "columnar")):
         export(folder / "d.zarr", folder / target, layout=layout)
         paths[name] = folder / target
     return paths, chunk

@@ -82,11 +82,10 @@ def test_build_counts_add_up(sessions, tmp_path):
         assert events["malformed"] == counts["malformed"] == (2 if name == "beta" else 0)
         frame_counts = accounting["recordings"][name]["frames"]
         assert frame_counts["frames"] == sum(v for k, v in frame_counts.items() if k != "frames")
-        negatives = open_dataset(tmp_path / "out" / "work" / f"{'00' if name == 'alpha' else '01'}-{name}.negatives.zarr")
+        negatives = open_dataset(tmp_path / "out" / stages[f"negatives {name}"]["outputs"][0])
         assert len(negatives) == frame_counts["negatives"]
         positives_near = set()
-        for f in open_dataset(tmp_path / "out" / "work" /
-                              f"{'00' if name == 'alpha' else '01'}-{name}.positives.zarr").column("frame_index"):
+        for f in open_dataset(tmp_path / "out" / stages[f"preprocess {name}"]["outputs"][0]).column("frame_index"):
             positives_near.update(range(f - 2, f + 3))
         assert not positives_near & set(negatives.column("frame_index").tolist())  # the radius holds
     assert accounting["positives"]["from_recordings"] == paired + unreleased
@@ -227,7 +226,7 @@ def test_build_input_errors(sessions, tmp_path, case, message):
     assert result.returncode == 1 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert case == "not empty" or not (tmp_path / "out").exists()
-    with pytest.raises(JumpnetError, match="--negatives must be"):
+    with pytest.raises(JumpnetError, match="negatives must be"):
         BuildOptions(negatives=-1)
 
 

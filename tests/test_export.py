@@ -14,9 +14,9 @@ import zarr
 
 from conftest import run_cli
 from jumpnet_stream import Chunk, create_dataset, open_dataset, preprocess
-from jumpnet_stream.chunk import SAMPLE_FIELDS
-from jumpnet_stream.formats import WriteOptions
-from jumpnet_stream.export import export
+from jumpnet_stream.schema import FIELDS as SAMPLE_FIELDS
+from jumpnet_stream.formats.zarr_store import ZarrOptions
+from jumpnet_stream.stages.export import export
 from tools.measure import run_peak_rss
 
 
@@ -118,12 +118,12 @@ def test_empty_dataset_exports_and_reads_back(tmp_path, target, args):
 
 
 @pytest.mark.parametrize("target,args,message", [
-    ("x.zarr", ["--dtype", "float32"], "the .zarr store keeps uint8 images"),
-    ("x.h5", ["--hold", "vector"], "--hold applies to the legacy .npz layout only"),
+    ("x.zarr", ["--dtype", "float32"], "dtype applies to .h5, columnar .npz, legacy .npz outputs only, not .zarr"),
+    ("x.h5", ["--hold", "vector"], "hold applies to legacy .npz outputs only, not .h5"),
     ("x.npz", ["--hold-key", "q"], "hold key 'q' is not one of the dataset's keys (a, s, d, f)"),
-    ("x.h5", ["--layout", "columnar"], "--layout applies to .npz outputs only"),
-    ("x.zarr", ["--rechunk", "0"], "--rechunk must be 1 or more, not 0"),
-    ("x.npz", ["--rechunk", "8"], "--rechunk applies to .zarr outputs only"),
+    ("x.h5", ["--layout", "columnar"], "layout applies to .npz outputs only"),
+    ("x.zarr", ["--rechunk", "0"], "rechunk must be 1 or more, not 0"),
+    ("x.npz", ["--rechunk", "8"], "rechunk applies to .zarr outputs only, not legacy .npz"),
 ])
 def test_options_that_do_not_apply_are_refused(source, tmp_path, target, args, message):
     path, _ = source
@@ -157,7 +157,7 @@ def test_legacy_export_without_a_known_jump_key_asks_for_one(tmp_path):
 def test_large_columnar_file_reads_back(tmp_path):
     """A columnar file's small fields grow with its rows: no 'implausibly large' cap applies to them."""
     n = 80_000  # a 64-character source is 256 bytes a row: 20 MB, over the 16 MB cap of a recorder's keys
-    with create_dataset(tmp_path / "tall.zarr", ["w"], options=WriteOptions(image_rows=4096)) as writer:
+    with create_dataset(tmp_path / "tall.zarr", ["w"], options=ZarrOptions(rechunk=4096)) as writer:
         for start in range(0, n, 40_000):
             m = min(40_000, n - start)
             writer.write(Chunk({"image": np.zeros((m, 1, 1, 3), np.uint8), "label": np.zeros(m, np.float32),

@@ -83,7 +83,7 @@ def test_a_container_claiming_billions_of_frames_is_counted_instead(session, tmp
     claim = cv2.VideoCapture(video).get(cv2.CAP_PROP_FRAME_COUNT)
     assert claim >= 2 ** 31, "the crafted container does claim billions"
     frames = rec.frames
-    positives = next(root.glob("set/work/*positives.zarr"))
+    positives = next(root.glob("set/work/positives-run-*.zarr"))
     counts = ok(run_capped("negatives", video, "-o", tmp_path / "n.zarr", "--positives", positives, "--keep", "10",
                            "--radius", "0", "--json"))
     assert counts["frames_claimed"] is None  # not believed
@@ -135,7 +135,7 @@ def test_absurd_options_are_refused_before_any_work(session, tmp_path, args, mes
 def test_the_largest_sensible_radius_covers_the_whole_video(session, tmp_path):
     root, rec = session
     counts = ok(run_capped("negatives", rec.video, "-o", tmp_path / "n.zarr", "--positives",
-                           next(root.glob("set/work/*positives.zarr")), "--radius", str(10 ** 9), "--keep", "5",
+                           next(root.glob("set/work/positives-run-*.zarr")), "--radius", str(10 ** 9), "--keep", "5",
                            "--json"))
     assert counts["eligible"] == counts["written"] == 0 and counts["excluded"] == rec.frames
 

@@ -1,27 +1,33 @@
-"""Every dataset writer passes one contract: what goes in comes back out, in order, and lands atomically."""
+"""Every dataset format passes one contract (zarr-python's ``StoreTests`` is the model): what goes in comes
+back out, field by field and in order; empty, one-row and chunk-boundary datasets; atomic failure; random
+access; close and reopen; a reader handed to other processes that read while this one does. Each format's
+tests subclass :class:`FormatContract`; a new format adds a subclass."""
 
 from __future__ import annotations
+
+import multiprocessing
+import pickle
 
 import numpy as np
 import pytest
 
 from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset
-from jumpnet_stream.chunk import SAMPLE_FIELDS
-from jumpnet_stream.formats import WriteOptions
+from jumpnet_stream.formats import FORMATS, extensions, format_of
+from jumpnet_stream.formats.hdf5 import H5Options
+from jumpnet_stream.formats.legacy_npz import LegacyOptions
+from jumpnet_stream.formats.zarr_store import ZarrOptions
+from jumpnet_stream.schema import FIELDS
 
-FORMATS = [".zarr", ".npz"]
-# Arbitrary hold vectors round-trip through the legacy .npz in the seed's vector layout (the default keeps
-# only the jump key's hold); on numpy >= 2.4 that layout warns that the original trainer cannot read it.
-WHOLE_VECTORS = WriteOptions(hold="vector")
 pytestmark = pytest.mark.filterwarnings("ignore:.*the seed's hold vector suits:UserWarning")
+SHAPE = (11, 13, 3)
 
 
-def _chunk(n, start, k=2, seed=0):
+def sample_chunk(n: int, start: int, k: int = 2, seed: int = 0) -> Chunk:
     rng = np.random.default_rng(seed + start)
     hold = rng.random((n, k), dtype=np.float32)
     hold[:1, 0] = np.nan  # NaN holds (never-released presses) must survive every format
     return Chunk({
-        "image": rng.integers(0, 256, (n, 11, 13, 3), dtype=np.uint8),
+        "image": rng.integers(0, 256, (n, *SHAPE), dtype=np.uint8),
         "label": rng.integers(0, 2, n).astype(np.float32),
         "keys_raw": rng.integers(0, 2, (n, k)).astype(np.float32),
         "hold_duration": hold,
@@ -31,75 +37,159 @@ def _chunk(n, start, k=2, seed=0):
     })
 
 
-def _write(path, chunks, keys=("w", "a")):
-    options = WHOLE_VECTORS if str(path).endswith(".npz") else WriteOptions()
-    with create_dataset(path, list(keys), options=options) as writer:
-        for chunk in chunks:
-            writer.write(chunk)
-        writer.provenance = [{"stage": "test", "counts": {"rows": writer.rows}}]
+def _read_rows_elsewhere(reader, start: int, stop: int) -> list[int]:
+    """In another process: the frame indices of rows [start, stop) through a pickled reader."""
+    return reader.read(start, stop)["frame_index"].tolist()
 
 
-@pytest.mark.parametrize("ext", FORMATS)
-def test_round_trip(tmp_path, ext):
-    chunks = [_chunk(n, 1000 * i) for i, n in enumerate([5, 64, 1, 130, 70])]
-    _write(tmp_path / f"d{ext}", chunks)
-    dataset = open_dataset(tmp_path / f"d{ext}")
-    assert len(dataset) == 270 and dataset.keys == ["w", "a"]
-    layout = [{"stage": "legacy npz", "parameters": {"hold": "vector", "hold_key": None, "image_dtype": "float32"}}]
-    assert dataset.provenance == [{"stage": "test", "counts": {"rows": 270}}, *(layout if ext == ".npz" else [])]
-    got = Chunk.concat(list(dataset.chunks(rows=50)))
-    want = Chunk.concat(chunks)
-    for name in SAMPLE_FIELDS:
-        if name == "source" and ext == ".npz":
-            assert set(got[name]) == {"d"}  # the legacy format has no source: the file names it
-            continue
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
-        assert got[name].dtype.kind == want[name].dtype.kind
+class FormatContract:
+    ext: str = ""
+    layout: str | None = None
+    options: object = None       # write options under which every field round-trips
+    keeps_source: bool = True    # the legacy format names the file as every sample's source
+
+    def path(self, tmp_path, name: str = "d"):
+        return tmp_path / f"{name}{self.ext}"
+
+    def write(self, path, chunks: list[Chunk], keys=("w", "a")) -> None:
+        rows = sum(len(c) for c in chunks)
+        with create_dataset(path, list(keys), image_shape=SHAPE, rows=rows, options=self.options,
+                            layout=self.layout) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+            writer.provenance = [{"stage": "test", "counts": {"rows": writer.rows}}]
+
+    def check_equal(self, got: Chunk, want: Chunk, path) -> None:
+        for name in FIELDS:
+            if name == "source" and not self.keeps_source:
+                assert set(got[name]) <= {path.stem}, "the legacy format names no source: its file does"
+                continue
+            np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+            assert got[name].dtype.kind == want[name].dtype.kind, name
+
+    def test_registered_and_recognised(self, tmp_path):
+        path = self.path(tmp_path)
+        self.write(path, [sample_chunk(3, 0)])
+        fmt = format_of(str(path))
+        assert fmt in FORMATS and fmt.extension == self.ext and (self.layout is None or fmt.layout == self.layout)
+        assert self.ext in extensions()
+
+    def test_round_trip_of_every_field(self, tmp_path):
+        chunks = [sample_chunk(n, 1000 * i) for i, n in enumerate([5, 64, 1, 130, 70])]
+        path = self.path(tmp_path)
+        self.write(path, chunks)
+        dataset = open_dataset(path)
+        assert len(dataset) == 270 and dataset.keys == ["w", "a"] and dataset.image_shape == SHAPE
+        assert dataset.provenance[0] == {"stage": "test", "counts": {"rows": 270}}
+        self.check_equal(Chunk.concat(list(dataset.chunks(rows=50))), Chunk.concat(chunks), path)
+
+    @pytest.mark.parametrize("rows", [0, 1, 63, 64, 65, 128])
+    def test_sizes_at_the_chunk_boundary(self, tmp_path, rows):
+        path = self.path(tmp_path)
+        chunks = [sample_chunk(rows, 0)] if rows else []
+        self.write(path, chunks)
+        dataset = open_dataset(path)
+        assert len(dataset) == rows and dataset.image_shape == SHAPE
+        got = list(dataset.chunks())
+        assert sum(len(c) for c in got) == rows
+        if rows:
+            self.check_equal(Chunk.concat(got), chunks[0], path)
+            self.check_equal(dataset.read(rows - 1, rows + 5), chunks[0].take(slice(rows - 1, rows)), path)
+
+    def test_failure_leaves_nothing(self, tmp_path):
+        with pytest.raises(RuntimeError):
+            with create_dataset(self.path(tmp_path), ["w"], image_shape=SHAPE, rows=100, options=self.options,
+                                layout=self.layout) as writer:
+                writer.write(sample_chunk(50, 0, k=1))
+                raise RuntimeError("stage failed half-way")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_existing_output_refused_before_work(self, tmp_path):
+        path = self.path(tmp_path)
+        self.write(path, [sample_chunk(3, 0)])
+        with pytest.raises(JumpnetError, match="output exists"):
+            self.write(path, [sample_chunk(5, 0)])
+        assert len(open_dataset(path)) == 3
+
+    def test_random_access(self, tmp_path):
+        chunks = [sample_chunk(n, 100 * i) for i, n in enumerate([64, 100, 37])]
+        path = self.path(tmp_path)
+        self.write(path, chunks)
+        every = Chunk.concat(chunks)
+        dataset = open_dataset(path)
+        for start, stop in [(0, 1), (63, 65), (100, 201), (200, 300)]:
+            self.check_equal(dataset.read(start, stop), every.take(slice(start, min(stop, 201))), path)
+        positions = np.array([0, 5, 63, 64, 130, 200])
+        self.check_equal(Chunk.concat(list(dataset.take(positions))), every.take(positions), path)
+
+    def test_close_and_reopen(self, tmp_path):
+        path = self.path(tmp_path)
+        chunks = [sample_chunk(70, 0)]
+        self.write(path, chunks)
+        with open_dataset(path) as dataset:
+            first = dataset.read(0, 70)
+        dataset.close()
+        self.check_equal(dataset.read(0, 70), first, path)  # reopened on demand
+        copy = pickle.loads(pickle.dumps(dataset))
+        self.check_equal(copy.read(10, 20), chunks[0].take(slice(10, 20)), path)
+
+    def test_reading_while_other_processes_read(self, tmp_path):
+        path = self.path(tmp_path)
+        chunks = [sample_chunk(64, 64 * i) for i in range(3)]
+        self.write(path, chunks)
+        dataset = open_dataset(path)
+        dataset.read(0, 1)  # this process holds the file open
+        with multiprocessing.get_context("spawn").Pool(2) as pool:
+            pending = [pool.apply_async(_read_rows_elsewhere, (dataset, s, s + 40)) for s in (0, 60, 150)]
+            mine = dataset.read(100, 190)["frame_index"].tolist()
+            theirs = [p.get(timeout=120) for p in pending]
+        assert theirs == [list(range(s, min(s + 40, 192))) for s in (0, 60, 150)]
+        assert mine == list(range(100, 190))
+
+    def test_writer_keeps_no_reference_to_written_arrays(self, tmp_path):
+        """Callers reuse chunk buffers (negatives recycles its image arrays) as soon as write() returns."""
+        chunks = [sample_chunk(n, 100 * i) for i, n in enumerate([64, 10, 100, 3])]
+        originals = [Chunk({k: v.copy() for k, v in c.columns.items()}) for c in chunks]
+        path = self.path(tmp_path)
+        with create_dataset(path, ["w", "a"], image_shape=SHAPE, rows=177, options=self.options,
+                            layout=self.layout) as writer:
+            for chunk in chunks:
+                writer.write(chunk)
+                for column in chunk.columns.values():
+                    column[...] = "reused" if column.dtype.kind == "U" else 0  # the caller reuses the buffers
+        self.check_equal(Chunk.concat(list(open_dataset(path).chunks())), Chunk.concat(originals), path)
 
 
-@pytest.mark.parametrize("ext", FORMATS)
-def test_empty_dataset(tmp_path, ext):
-    _write(tmp_path / f"d{ext}", [])
-    dataset = open_dataset(tmp_path / f"d{ext}")
-    assert len(dataset) == 0 and list(dataset.chunks()) == []
+class TestZarrStore(FormatContract):
+    ext = ".zarr"
+    options = ZarrOptions(rechunk=64)
 
 
-@pytest.mark.parametrize("ext", FORMATS)
-def test_failure_leaves_nothing(tmp_path, ext):
-    with pytest.raises(RuntimeError):
-        with create_dataset(tmp_path / f"d{ext}", ["w"]) as writer:
-            writer.write(_chunk(100, 0, k=1))
-            raise RuntimeError("stage failed half-way")
-    assert list(tmp_path.iterdir()) == []
+class TestHDF5(FormatContract):
+    ext = ".h5"
+    options = H5Options()
 
 
-@pytest.mark.parametrize("ext", FORMATS)
-def test_existing_output_refused_before_work(tmp_path, ext):
-    _write(tmp_path / f"d{ext}", [_chunk(3, 0)])
-    with pytest.raises(JumpnetError, match="output exists"):
-        _write(tmp_path / f"d{ext}", [_chunk(5, 0)])
-    assert len(open_dataset(tmp_path / f"d{ext}")) == 3
+class TestHDF5Float(FormatContract):
+    ext = ".h5"
+    options = H5Options(dtype="float32")
+
+
+class TestLegacyNpz(FormatContract):
+    """The seed's format: arbitrary hold vectors round-trip in its vector layout (the default keeps only the
+    jump key's hold, which the export tests check)."""
+    ext = ".npz"
+    layout = "legacy"
+    options = LegacyOptions(hold="vector")
+    keeps_source = False
+
+
+class TestColumnarNpz(FormatContract):
+    ext = ".npz"
+    layout = "columnar"
 
 
 def test_unknown_extension(tmp_path):
-    with pytest.raises(JumpnetError, match=r"unknown dataset format '\.parquet': use one of \.zarr, \.npz"):
-        _write(tmp_path / "d.parquet", [])
-
-
-@pytest.mark.parametrize("ext", FORMATS)
-def test_writer_keeps_no_reference_to_written_arrays(tmp_path, ext):
-    """Callers reuse chunk buffers (negatives recycles its image arrays) as soon as write() returns."""
-    chunks = [_chunk(n, 100 * i) for i, n in enumerate([64, 10, 100, 3])]
-    originals = [Chunk({k: v.copy() for k, v in c.columns.items()}) for c in chunks]
-    with create_dataset(tmp_path / f"d{ext}", ["w", "a"], options=WHOLE_VECTORS if ext == ".npz" else WriteOptions()) \
-            as writer:
-        for chunk in chunks:
-            writer.write(chunk)
-            for column in chunk.columns.values():
-                column[...] = "reused" if column.dtype.kind == "U" else 0  # the caller reuses the buffers
-    got = Chunk.concat(list(open_dataset(tmp_path / f"d{ext}").chunks()))
-    want = Chunk.concat(originals)
-    stored = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index") + \
-        (("source",) if ext == ".zarr" else ())  # the legacy format keeps no source
-    for name in stored:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    with pytest.raises(JumpnetError, match=r"unknown dataset format '\.parquet': use one of "):
+        with create_dataset(tmp_path / "d.parquet", ["w"]):
+            pass

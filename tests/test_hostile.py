@@ -95,7 +95,7 @@ def test_chunks_are_written_within_the_chunk_cap(tmp_path):
     """The writers keep what every reader requires: --rechunk (and .h5's 64 images a chunk) hold at most
     64 MB a chunk; a store written so opens."""
     from jumpnet_stream import open_dataset
-    from jumpnet_stream.store import MAX_CHUNK_BYTES
+    from jumpnet_stream.formats.checks import MAX_CHUNK_BYTES
 
     store = hostile._store(tmp_path, "small.zarr")
     out = tmp_path / "big_chunks.zarr"
@@ -107,7 +107,7 @@ def test_chunks_are_written_within_the_chunk_cap(tmp_path):
 
 def test_h5_chunks_of_large_images_stay_within_the_cap(tmp_path):
     from jumpnet_stream.chunk import Chunk
-    from jumpnet_stream.h5 import H5Dataset, H5DatasetWriter
+    from jumpnet_stream.formats.hdf5 import H5Dataset, H5DatasetWriter
 
     writer = H5DatasetWriter(tmp_path / "large.h5", ["w"], image_dtype="float32", image_shape=(1080, 1920, 3))
     columns = hostile._samples(rows=2, size=(1080, 1920))

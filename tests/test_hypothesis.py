@@ -4,7 +4,7 @@
     raises nothing but ``JumpnetError``; when it reads, every entry is accounted for; a failed
     ``preprocess`` leaves nothing behind.
 (b) Generated keylogs (random keys, valid entries in every recorder wrinkle, invalid entries of every
-    kind), written as the recorder does: ``preprocess`` gives exactly what SPEC 2.1 says of the valid
+    kind), written as the recorder does: ``preprocess`` gives exactly what the README says of the valid
     entries, and the result round-trips unchanged through every format (.zarr, legacy and columnar
     .npz, .h5), every column of every row.
 
@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from conftest import examples
 from jumpnet_stream import Chunk, JumpnetError, open_dataset, preprocess
-from jumpnet_stream.chunk import SAMPLE_FIELDS
-from jumpnet_stream.export import export
-from jumpnet_stream.npz import _object_array_pickle_frame
+from jumpnet_stream.schema import FIELDS as SAMPLE_FIELDS
+from jumpnet_stream.stages.export import export
+from jumpnet_stream.object_array import object_array_pickle_frame
 from jumpnet_stream.recording import Recording
 from jumpnet_stream.synth import make_recording
 
@@ -206,7 +206,7 @@ def test_pickle_opcode_soup(corpus, pieces, length, width, close):
     """The head of a real object-array pickle, then arbitrary opcodes where its elements go: the
     interpreter must refuse or finish, never crash or run anything."""
     shape = (length,) if width is None else (length, width)
-    head, tail = _object_array_pickle_frame(shape)
+    head, tail = object_array_pickle_frame(shape)
     body = b"(" + b"".join(pieces) + (b"e" + tail if close else b"")
     header = io.BytesIO()
     np.lib.format.write_array_header_1_0(header, {"descr": "|O", "fortran_order": False, "shape": shape})
@@ -248,7 +248,7 @@ def _keys_or_none(path) -> list[str]:
         return []
 
 
-# -- (b) generated keylogs: SPEC 2.1 exactly, and every format round-trips -------------------------------
+# -- (b) generated keylogs: the pairing rule exactly, and every format round-trips -------------------------------
 SIZE = (3, 4)
 VARIANT_SIZE = (4, 3)
 
@@ -342,7 +342,7 @@ def _break(draw, fields, k):
 
 
 def spec_positives(keys, target, model):
-    """SPEC 2.1 over the valid entries, in order (the first valid image fixes the size: later others
+    """The pairing rule (README: preprocess) over the valid entries, in order (the first valid image fixes the size: later others
     are malformed); a jump ends at the release that lets go of its key."""
     t = keys.index(target)
     rows, pending, size = [], None, None

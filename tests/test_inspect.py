@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset, preprocess
-from jumpnet_stream.export import export
+from jumpnet_stream.stages.export import export
 from jumpnet_stream.inspection import (BORDER, CAPTION, GAP, NEGATIVE_BGR, POSITIVE_BGR, TITLE, contact_sheet,
                                        describe)
 from jumpnet_stream.stages.merge import merge

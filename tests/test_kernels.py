@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
-from jumpnet_stream.kernels import area_table, resize_rgb, resize_rgb_reference
+from conftest import ROOT
+from jumpnet_stream.kernels import area_table, resize_rgb
+from naive import resize_rgb_reference
 
 SIZES = [((454, 454), (227, 227)), ((720, 1280), (227, 227)), ((301, 517), (227, 227)),
          ((455, 453), (227, 227)), ((100, 90), (227, 227)), ((481, 640), (120, 160)), ((227, 227), (227, 227))]
@@ -77,3 +83,30 @@ def test_writes_into_out_and_accepts_views(real_frame):
 def test_rejects_non_bgr_frames(bad):
     with pytest.raises(ValueError, match="expected an HxWx3 uint8 BGR frame"):
         resize_rgb(bad, (5, 5))
+
+
+def test_kernel_bodies_run_as_plain_python():
+    """With NUMBA_DISABLE_JIT=1 the kernels run as the Python they are written in (stumpy's test.sh does
+    the same): on small inputs, every path agrees with the twins there too."""
+
+    script = """
+import numpy as np, numba
+from jumpnet_stream.kernels import augment_images, resize_rgb
+from naive import augment_reference, resize_rgb_reference
+assert numba.config.DISABLE_JIT
+rng = np.random.default_rng(0)
+for src, dst in (((40, 60), (20, 30)), ((41, 67), (17, 23)), ((9, 8), (20, 21))):
+    frame = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+    assert np.abs(resize_rgb(frame, dst).astype(int) - resize_rgb_reference(frame, dst)).max() <= 1, (src, dst)
+images = rng.integers(0, 256, (3, 12, 10, 3), dtype=np.uint8)
+indices = np.arange(5, 8)
+out = augment_images(images, indices, 4, 9, p_flip=0.5, p_brightness=0.7, p_noise=0.6, p_shift=0.6)
+for i in range(3):
+    for k in range(4):
+        want = augment_reference(images[i], indices[i], k + 1, 9, p_flip=0.5, p_brightness=0.7, p_noise=0.6, p_shift=0.6)
+        assert np.array_equal(out[i, k], want), (i, k)
+print("ok")
+"""
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.path.join(ROOT, 'tests')}"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

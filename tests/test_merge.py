@@ -81,14 +81,13 @@ def test_cli_and_errors(two_sets, tmp_path):
 
 def test_empty_input_and_mismatched_sizes(two_sets, tmp_path):
     from jumpnet_stream import create_dataset
-    from jumpnet_stream.formats import WriteOptions
     w_path, asdf_path = two_sets
     with create_dataset(tmp_path / "empty.zarr", ["q"]):
         pass
     report = merge([w_path, tmp_path / "empty.zarr"], tmp_path / "m.zarr", shuffle=True)
     assert report.keys == ["q", "w"] and report.written == len(open_dataset(w_path))
     small = Chunk.concat(list(open_dataset(w_path).chunks())).take(slice(0, 2))
-    with create_dataset(tmp_path / "small.zarr", ["w"], options=WriteOptions()) as writer:
+    with create_dataset(tmp_path / "small.zarr", ["w"]) as writer:
         writer.write(Chunk({**small.columns, "image": small["image"][:, :50, :50]}))
     with pytest.raises(JumpnetError, match="the inputs' images differ in size"):
         merge([w_path, tmp_path / "small.zarr"], tmp_path / "bad.zarr")

@@ -173,7 +173,7 @@ def test_default_hold_is_the_jump_keys_scalar(recordings, tmp_path, name, key):
     keys = open_dataset(out).keys
     assert [float(entry[3]) for entry in entries] == [float(hold[keys.index(key)]) for _, _, hold, _ in expected]
     assert open_dataset(out).provenance[-1] == {"stage": "legacy npz", "parameters": {
-        "hold": "scalar", "hold_key": key, "image_dtype": "float32"}}
+        "hold": "scalar", "hold_key": key, "image_dtype": "float32", "image_shape": [227, 227, 3]}}
     np.testing.assert_array_equal(read_all(out)["hold_duration"], [hold for _, _, hold, _ in expected])
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jumpnet_stream import JumpnetError
-from jumpnet_stream.npz import ObjectArrayReader, ObjectArrayWriter
+from jumpnet_stream.object_array import ObjectArrayReader, ObjectArrayWriter
 from jumpnet_stream.recording import Recording
 
 

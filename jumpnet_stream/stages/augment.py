@@ -1,4 +1,4 @@
-"""Stage 3, augment: every original kept unchanged, plus ``multiplier`` augmented copies (SPEC 2.3).
+"""Stage 3, augment: every original kept unchanged, plus ``multiplier`` augmented copies.
 
 Output order is per sample: the original, then its copies 1..multiplier, so the result does not
 depend on chunking. Copy ``k`` of the sample at row ``i`` of the input depends only on (seed, i, k).
@@ -14,9 +14,10 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
+from ..formats import check_output, jump_key, open_dataset
 from ..kernels import augment_images
 from ..progress import progress_bar
+from ..runner import described, run_stage
 
 
 MAX_MULTIPLIER = 64  # copies per sample: one sample's copies are made and written together (10 MB at 64)
@@ -41,10 +42,10 @@ class AugmentOptions:
     def __post_init__(self) -> None:
         check_multiplier(self.multiplier)
         if not 0 <= self.seed < 2 ** 63:
-            raise JumpnetError(None, f"--seed must be between 0 and 2**63 - 1, not {self.seed}")
+            raise JumpnetError(None, f"seed must be between 0 and 2**63 - 1, not {self.seed}")
         for name in ("p_flip", "p_brightness", "p_noise", "p_shift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
-                raise JumpnetError(None, f"--{name.replace('_', '-')} must be between 0 and 1, not {getattr(self, name)}")
+                raise JumpnetError(None, f"{name} must be between 0 and 1, not {getattr(self, name)}")
 
     def probabilities(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k.startswith("p_")}
@@ -78,15 +79,15 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
     check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input)
     report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
-    bar = progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet)
-    options_out = WriteOptions(hold_key=jump_key(dataset.provenance))
-    with bar, create_dataset(output, dataset.keys, overwrite=overwrite, options=options_out) as writer:
-        per = options.multiplier + 1  # output chunks stay about DEFAULT_ROWS samples, whatever the multiplier
-        for chunk in augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options):
-            writer.write(chunk)
-            bar.update(len(chunk) // (options.multiplier + 1))
-        report.written = writer.rows
-        writer.provenance = [*dataset.provenance, {
-            "stage": "augment", "parameters": asdict(options),
-            "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": asdict(report)}]
+    per = options.multiplier + 1  # output chunks stay about DEFAULT_ROWS samples, whatever the multiplier
+
+    def counts(rows: int) -> dict:
+        report.written = rows
+        return asdict(report)
+
+    run_stage(augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options), output, keys=dataset.keys,
+              stage="augment", parameters=asdict(options), inputs=[described(input, samples=len(dataset))],
+              counts=counts, history=dataset.provenance, advance=lambda chunk: len(chunk) // per,
+              bar=progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet),
+              image_shape=dataset.image_shape, jump_key=jump_key(dataset.provenance), overwrite=overwrite)
     return report

@@ -1,26 +1,29 @@
-"""Stages 2 and 6, merge: concatenate datasets of any format, optionally shuffled (SPEC 2.2, 2.6).
+"""Stages 2 and 6, merge: concatenate datasets of any format, optionally shuffled.
 
 The key list becomes the sorted union of the inputs' keys (as the seed's ``np.unique``) and every
 ``keys_raw`` / ``hold_duration`` vector is remapped to it (the seed kept each vector in its own
 file's order: a bug). ``shuffle`` is a seeded permutation of the whole result, out of core: rows are
-spooled to a temporary file (images compressed one by one; the small fields, a few bytes per sample,
-in memory), then written in permuted order, each image read back on its own.
+spooled to a temporary file (images compressed one by one, the small fields beside them), then written
+in permuted order, each row read back on its own.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
-from typing import Iterator
+from array import array
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 from numcodecs import Zstd
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import DatasetReader, WriteOptions, check_output, create_dataset, jump_key, open_dataset
+from ..formats import DatasetReader, check_output, jump_key, open_dataset
 from ..progress import progress_bar
+from ..runner import described, run_stage
+from ..schema import SCHEMA
 
 
 @dataclass
@@ -36,15 +39,16 @@ def union_keys(key_lists: list[list[str]]) -> list[str]:
 
 
 def remap_keys(chunk: Chunk, keys: list[str], union: list[str]) -> Chunk:
-    """``keys_raw`` and ``hold_duration`` moved from ``keys`` order to ``union`` order (zeros elsewhere)."""
+    """The per-key vectors (``keys_raw``, ``hold_duration``, ...) moved from ``keys`` order to ``union``
+    order (zeros elsewhere)."""
     if keys == union:
         return chunk
     where = [union.index(k) for k in keys]
     columns = dict(chunk.columns)
-    for name in ("keys_raw", "hold_duration"):
-        remapped = np.zeros((len(chunk), len(union)), np.float32)
-        remapped[:, where] = chunk[name]
-        columns[name] = remapped
+    for vector in (f.name for f in SCHEMA if f.shape == "keys"):
+        remapped = np.zeros((len(chunk), len(union)), chunk[vector].dtype)
+        remapped[:, where] = chunk[vector]
+        columns[vector] = remapped
     return Chunk(columns)
 
 
@@ -55,40 +59,69 @@ def merged_chunks(datasets: list[DatasetReader], union: list[str]) -> Iterator[C
             yield remap_keys(chunk, dataset.keys, union)
 
 
-class _RowSpool:
-    """Rows appended once and read back in any order: images zstd-compressed in a temporary file
-    beside the output, small columns in memory."""
+class RowSpool:
+    """Rows appended once and read back in any order, in a temporary file beside the output: per row, its
+    small fields as one fixed-size record (text as codes into a table of the distinct values, a handful:
+    phases and recording names) followed by its image, zstd-compressed. Memory: 8 bytes a row (its
+    offset), whatever the images' or the rows' number."""
 
-    def __init__(self, folder: str):
+    def __init__(self, folder: str, keys: int):
         self._file = tempfile.TemporaryFile(dir=folder)
         self._codec = Zstd(level=1)
-        self._offsets: list[int] = [0]
-        self._small: list[Chunk] = []
+        self._offsets = array("q", [0])
+        self._record = np.dtype([(f.name, "<u4" if f.text else f.numpy_dtype(), f.per_sample(keys, ()))
+                                 for f in SCHEMA[1:]])
+        self._codes: dict[str, dict[str, int]] = {f.name: {} for f in SCHEMA if f.text}
         self.image_shape: tuple[int, ...] | None = None
 
     def append(self, chunk: Chunk) -> None:
         self.image_shape = self.image_shape or chunk["image"].shape[1:]
-        for image in chunk["image"]:
-            data = self._codec.encode(np.ascontiguousarray(image))
+        records = np.zeros(len(chunk), self._record)
+        for name in self._record.names:
+            column = chunk[name]
+            if name in self._codes:
+                table = self._codes[name]
+                column = np.array([table.setdefault(str(v), len(table)) for v in column], np.uint32)
+            records[name] = column
+        for record, image in zip(records, chunk["image"]):
+            data = record.tobytes() + self._codec.encode(np.ascontiguousarray(image))
             self._file.write(data)
             self._offsets.append(self._offsets[-1] + len(data))
-        self._small.append(Chunk({k: v for k, v in chunk.columns.items() if k != "image"}))
 
     def rows(self, order: np.ndarray, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+        """The rows in ``order``, ``rows`` at a time (each read back on its own)."""
         self._file.flush()
-        small = Chunk.concat(self._small) if self._small else None
-        offsets = np.asarray(self._offsets, np.int64)
-        descriptor = self._file.fileno()
+        descriptor, size = self._file.fileno(), self._record.itemsize
+        texts = {name: np.array(list(table), dtype=str) for name, table in self._codes.items()}
         for start in range(0, len(order), rows):
             picked = order[start:start + rows]
             images = np.empty((len(picked), *self.image_shape), np.uint8)
+            records = np.empty(len(picked), self._record)
             for i, row in enumerate(picked):
-                data = os.pread(descriptor, int(offsets[row + 1] - offsets[row]), int(offsets[row]))
-                images[i] = np.frombuffer(self._codec.decode(data), np.uint8).reshape(self.image_shape)
-            yield Chunk({"image": images, **small.take(picked).columns})
+                data = os.pread(descriptor, self._offsets[row + 1] - self._offsets[row], self._offsets[row])
+                records[i] = np.frombuffer(data[:size], self._record)[0]
+                images[i] = np.frombuffer(self._codec.decode(data[size:]), np.uint8).reshape(self.image_shape)
+            columns = {name: texts[name][records[name]] if name in texts else records[name].copy()
+                       for name in self._record.names}
+            yield Chunk({"image": images, **columns})
 
     def close(self) -> None:
         self._file.close()
+
+
+def shuffled(chunks: Iterable[Chunk], total: int, seed: int, folder: str, keys: int,
+             spooled: Callable[[int], None] = lambda n: None) -> Iterator[Chunk]:
+    """``chunks`` (``total`` rows) in the order of ``default_rng(seed).permutation(total)``, out of core
+    (:class:`RowSpool`); ``spooled(n)`` is told as rows are spooled, before the first row comes out."""
+    spool = RowSpool(folder, keys)
+    try:
+        for chunk in chunks:
+            spool.append(chunk)
+            spooled(len(chunk))
+        if total:
+            yield from spool.rows(np.random.default_rng(seed).permutation(total))
+    finally:
+        spool.close()
 
 
 def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
@@ -106,35 +139,26 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
         raise JumpnetError(None, f"the inputs' images differ in size ({', '.join(map(str, sorted(shapes)))}): "
                                  "resize them to one size first")
     total = sum(len(d) for d in datasets)
-    report = MergeReport(keys=union, inputs=[{"path": os.path.abspath(os.fspath(p)), "samples": len(d),
-                                              "keys": d.keys} for p, d in zip(inputs, datasets)])
+    report = MergeReport(keys=union, inputs=[described(p, samples=len(d), keys=d.keys)
+                                             for p, d in zip(inputs, datasets)])
     bar = progress_bar(total, f"merge -> {os.path.basename(output)}", unit="sample", quiet=quiet)
-    options = WriteOptions(hold_key=jump_key([{"stage": "merge", "inputs": [{"provenance": d.provenance}
-                                                                             for d in datasets]}]))
-    with bar, create_dataset(output, union, overwrite=overwrite, options=options) as writer:
-        if not shuffle:
-            for chunk in merged_chunks(datasets, union):
-                writer.write(chunk)
-                bar.update(len(chunk))
-        else:
-            spool = _RowSpool(os.path.dirname(os.path.abspath(output)))
-            try:
-                bar.set_description(f"merge (spooling) -> {os.path.basename(output)}")
-                for chunk in merged_chunks(datasets, union):
-                    spool.append(chunk)
-                    bar.update(len(chunk))
+    chunks = merged_chunks(datasets, union)
+    if shuffle:
+        def spooled(n: int) -> None:
+            bar.set_description(f"merge (spooling) -> {os.path.basename(output)}", refresh=False)
+            bar.update(n)
+            if bar.n >= total:
                 bar.reset(total)
                 bar.set_description(f"merge (shuffled) -> {os.path.basename(output)}")
-                order = np.random.default_rng(seed).permutation(total)
-                for chunk in spool.rows(order) if total else ():
-                    writer.write(chunk)
-                    bar.update(len(chunk))
-            finally:
-                spool.close()
-        report.written = writer.rows
-        writer.provenance = [{
-            "stage": "merge", "parameters": {"shuffle": shuffle, "seed": seed if shuffle else None},
-            "inputs": [{**entry, "provenance": d.provenance} for entry, d in zip(report.inputs, datasets)],
-            "counts": {"samples": report.written, "keys": union},
-        }]
+        chunks = shuffled(chunks, total, seed, os.path.dirname(os.path.abspath(output)), len(union), spooled)
+
+    def counts(rows: int) -> dict:
+        report.written = rows
+        return {"samples": rows, "keys": union}
+
+    history_inputs = [{**entry, "provenance": d.provenance} for entry, d in zip(report.inputs, datasets)]
+    run_stage(chunks, output, keys=union, stage="merge",
+              parameters={"shuffle": shuffle, "seed": seed if shuffle else None}, inputs=history_inputs,
+              counts=counts, bar=bar, image_shape=shapes.pop() if shapes else None,
+              jump_key=jump_key([{"inputs": history_inputs}]), overwrite=overwrite)
     return report

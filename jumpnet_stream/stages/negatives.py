@@ -1,4 +1,4 @@
-"""Stage 4, negatives: every video frame not within ``radius`` of a positive becomes a sample (SPEC 2.4).
+"""Stage 4, negatives: every video frame not within ``radius`` of a positive becomes a sample.
 
 ``(frame RGB resized to the positives' size, 0.0, zeros(K), zeros(K), "press", frame_index)``, in
 frame order. With ``keep``, the frames are chosen (as stage 5 would choose them from the full set)
@@ -17,10 +17,12 @@ import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
+from ..formats import check_output, jump_key, open_dataset
 from ..kernels import resize_rgb
 from ..pipeline import BufferPool, threaded
 from ..progress import progress_bar
+from ..runner import described, recycled, run_stage
+from ..schema import complete
 from ..sampling import Frames, choose
 from ..video import Video
 
@@ -48,11 +50,11 @@ def check_radius(radius: int) -> None:
 
 def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, source: str,
                rows: int = DEFAULT_ROWS, buffers: BufferPool | None = None) -> Iterator[Chunk]:
-    """BGR frame chunks -> negative sample chunks of ``rows`` (RGB resized to ``size``, label 0, zero vectors).
+    """BGR frame chunks -> negative sample chunks of ``rows`` (RGB resized to ``size``, label 0; every other
+    field its schema default: zero vectors, phase "press").
 
     Each frame is resized straight into the sample chunk being filled, so frames are never copied;
-    image arrays come from ``buffers`` when given (the consumer gives them back after use).
-    """
+    image arrays come from ``buffers`` when given (the consumer gives them back after use)."""
     buffers = buffers or BufferPool((rows, *size, 3), np.uint8, keep=0)
     images = buffers.take()
     indices = np.empty(rows, np.int64)
@@ -63,25 +65,24 @@ def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, sou
             indices[n] = index
             n += 1
             if n == rows:
-                yield _negative_chunk(images, indices, keys, source)
+                yield _negatives(images, indices, keys, source)
                 images, n = buffers.take(), 0
     if n:
-        yield _negative_chunk(images[:n], indices[:n], keys, source)
+        yield _negatives(images[:n], indices[:n], keys, source)
 
 
-def _negative_chunk(images: np.ndarray, indices: np.ndarray, keys: int, source: str) -> Chunk:
+def _negatives(images: np.ndarray, indices: np.ndarray, keys: int, source: str) -> Chunk:
     n = len(images)
-    return Chunk({"image": images, "label": np.zeros(n, np.float32), "keys_raw": np.zeros((n, keys), np.float32),
-                  "hold_duration": np.zeros((n, keys), np.float32), "phase": np.full(n, "press"),
-                  "frame_index": indices.copy(), "source": np.full(n, source)})
+    return complete({"image": images, "label": np.zeros(n, np.float32), "frame_index": indices.copy(),
+                     "source": np.full(n, source)}, keys)
 
 
 def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], stop_after: int | None,
                     keys: list[str], size: tuple[int, int], overwrite: bool = False, quiet: bool = True,
-                    strict: bool = False, provenance: Callable[[int], list[dict]] = lambda written: [],
-                    hold_key: str | None = None) -> int:
+                    strict: bool = False, record: Callable[[int], dict] = lambda written: {},
+                    parameters: dict | None = None, inputs: list[dict] = (), jump_key: str | None = None) -> int:
     """Decode the frames of ``clip`` that ``select`` picks (up to ``stop_after``) into negative samples at
-    ``output``; returns how many were written. ``provenance(written)`` gives the output's stage records.
+    ``output``; returns how many were written. ``record(written)`` gives the stage's counts.
     A video that ends before its container's count (or ``stop_after``) is kept as far as it decoded, with
     a warning; ``strict`` makes that an error, and nothing is written."""
     total = clip.claimed_frames if stop_after is None else stop_after + 1
@@ -89,17 +90,19 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], 
     buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
     source = to_samples(clip.frames(select, stop_after=stop_after), size=size, keys=len(keys), source=clip.name,
                         buffers=buffers)
-    options = WriteOptions(image_size=size, hold_key=hold_key)
-    with bar, create_dataset(output, keys, overwrite=overwrite, options=options) as writer:
-        for chunk in threaded(source):
-            writer.write(chunk)  # writers keep no reference to a chunk's arrays: its buffer can be reused
-            buffers.give(chunk["image"])
-            bar.update(int(chunk["frame_index"][-1]) + 1 - bar.n)
-        problem = clip.check_complete(total, strict=strict)
-        writer.provenance = provenance(writer.rows)
-    if problem:
-        warnings.warn(f"{clip.path}: {problem}", stacklevel=2)
-    return writer.rows
+    problem: list[str | None] = []
+
+    def counts(written: int) -> dict:
+        problem.append(clip.check_complete(total, strict=strict))  # before the output lands
+        return record(written)
+
+    written = run_stage(recycled(threaded(source), buffers), output, keys=keys, stage="negatives",
+                        parameters=parameters or {}, inputs=list(inputs), counts=counts, bar=bar,
+                        advance=lambda chunk: int(chunk["frame_index"][-1]) + 1 - bar.n, image_shape=(*size, 3),
+                        jump_key=jump_key, overwrite=overwrite)
+    if problem and problem[0]:
+        warnings.warn(f"{clip.path}: {problem[0]}", stacklevel=2)
+    return written
 
 
 def check_fits(clip: Video, positive_frames: np.ndarray, positives: str, radius: int) -> None:
@@ -149,7 +152,7 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         select = set(wanted.tolist()).__contains__
         stop_after = int(wanted[-1]) if len(wanted) else -1
 
-    def provenance(written: int) -> list[dict]:
+    def counts(written: int) -> dict:
         report.frames_read = clip.frames_read
         report.written = written
         if keep is None:  # frames_read = excluded + eligible, all eligible written
@@ -158,14 +161,11 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
         else:  # claimed frames = excluded + eligible; eligible = written + not_chosen + chosen_past_end
             report.excluded = excluded.count_below(n_frames)
             report.chosen_past_end = len(wanted) - report.written
-        return [{
-            "stage": "negatives", "parameters": {"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
-            "inputs": [{"path": os.path.abspath(video), "bytes": os.path.getsize(video)},
-                       {"path": os.path.abspath(positives), "positives": len(positive_frames),
-                        "provenance": known.provenance}],
-            "counts": asdict(report),
-        }]
+        return asdict(report)
 
     write_negatives(clip, output, select=select, stop_after=stop_after, keys=keys, size=shape, overwrite=overwrite,
-                    quiet=quiet, strict=strict, provenance=provenance, hold_key=jump_key(known.provenance))
+                    quiet=quiet, strict=strict, record=counts, jump_key=jump_key(known.provenance),
+                    parameters={"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
+                    inputs=[described(video, bytes=os.path.getsize(video)),
+                            described(positives, positives=len(positive_frames), provenance=known.provenance)])
     return report

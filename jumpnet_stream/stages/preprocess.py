@@ -18,12 +18,15 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from ..chunk import DEFAULT_ROWS, SAMPLE_FIELDS, Chunk
+from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
-from ..formats import WriteOptions, check_output, create_dataset
-from ..legacy import SAMPLE_DTYPES
+from ..formats import check_output, options_for, format_for
 from ..progress import progress_bar
 from ..recording import ImageBatcher, Recording
+from ..runner import described, run_stage
+from ..schema import DTYPES, complete
+
+POSITIVE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source")
 
 
 @dataclass
@@ -64,7 +67,7 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
     if pairing not in PAIRINGS:
         raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     any_release = pairing == "seed"
-    positives = ImageBatcher(SAMPLE_FIELDS, SAMPLE_DTYPES, rows)
+    positives = ImageBatcher(POSITIVE_FIELDS, DTYPES, rows)
     pending: tuple | None = None
     for chunk in events:
         active = chunk["multi_hot"][:, key_index] > 0.5
@@ -84,15 +87,15 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
             done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source))
             pending = None
             if done is not None:
-                yield done
+                yield complete(done.columns, len(done["keys_raw"][0]))
     if pending is not None:
         counts["unmatched_final_press"] += 1
         done = positives.add(pending[0], _positive(pending, np.nan, key_index, source))
         if done is not None:
-            yield done
+            yield complete(done.columns, len(done["keys_raw"][0]))
     done = positives.flush()
     if done is not None:
-        yield done
+        yield complete(done.columns, len(done["keys_raw"][0]))
 
 
 def _positive(press: tuple, hold: float, key_index: int, source: str) -> tuple:
@@ -104,39 +107,37 @@ def _positive(press: tuple, hold: float, key_index: int, source: str) -> tuple:
 
 
 def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = "w", pairing: str = "jump-key",
-               overwrite: bool = False, hold: str = "scalar", quiet: bool = True) -> PreprocessReport:
-    """Read a recorder keylog, write its positive samples to ``output`` (.zarr, .npz or .h5), return the counts.
-
-    ``pairing``: "jump-key" (a jump ends when its key is released) or "seed" (the next release of any
-    key ends it). ``hold``: a legacy .npz output's hold layout (see :class:`formats.WriteOptions`)."""
+               overwrite: bool = False, hold: str | None = None, quiet: bool = True) -> PreprocessReport:
+    """Read a recorder keylog, write its positive samples to ``output`` (any dataset format), return the
+    counts. ``pairing``: "jump-key" (a jump ends when its key is released) or "seed" (the next release of
+    any key ends it). ``hold``: a legacy .npz output's hold layout (``formats.legacy_npz.LegacyOptions``)."""
     raw, output = os.fspath(raw), os.fspath(output)
     if pairing not in PAIRINGS:
         raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     check_output(output, overwrite, inputs=[raw])
+    options = options_for(format_for(output), output, hold=hold)
     recording = Recording(raw)
     if key not in recording.keys:
         raise JumpnetError(raw, f"key '{key}' is not in the recording's keys ({', '.join(recording.keys)})")
     counts: Counter = Counter()
     report = PreprocessReport(total=len(recording))
     bar = progress_bar(recording.progress[1], f"preprocess {os.path.basename(raw)}", unit="B", quiet=quiet)
-    options = WriteOptions(hold=hold, hold_key=key)
-    with bar, create_dataset(output, recording.keys, overwrite=overwrite, options=options) as writer:
-        for chunk in pair_jumps(recording.events(), key_index=recording.keys.index(key),
-                                source=recording.name, counts=counts, pairing=pairing):
-            writer.write(chunk)
-            bar.update(recording.progress[0] - bar.n)
+
+    def finish(rows: int) -> dict:
         report.press_seen, report.release_seen = counts["press_seen"], counts["release_seen"]
         report.paired, report.unmatched_final_press = counts["paired"], counts["unmatched_final_press"]
         report.other_key_release_while_pending = counts["other_key_release_while_pending"]
         report.malformed = sum(recording.malformed.values())
         report.malformed_reasons = dict(recording.malformed)
-        writer.provenance = [{
-            "stage": "preprocess", "parameters": {"key": key, "pairing": pairing},
-            "inputs": [{"path": os.path.abspath(raw), "bytes": os.path.getsize(raw)}],
-            "counts": {**report.counts(), "positives": writer.rows,
-                       "dropped": {"malformed": report.malformed_reasons,
-                                   "release_without_press": report.release_without_press,
-                                   "other_key_release_while_pending": report.other_key_release_while_pending,
-                                   "repeat_or_non_target_press": report.repeat_or_other_press}},
-        }]
+        return {**report.counts(), "positives": rows,
+                "dropped": {"malformed": report.malformed_reasons, "release_without_press": report.release_without_press,
+                            "other_key_release_while_pending": report.other_key_release_while_pending,
+                            "repeat_or_non_target_press": report.repeat_or_other_press}}
+
+    positives = pair_jumps(recording.events(), key_index=recording.keys.index(key), source=recording.name,
+                           counts=counts, pairing=pairing)
+    run_stage(positives, output, keys=recording.keys, stage="preprocess", parameters={"key": key, "pairing": pairing},
+              inputs=[described(raw, bytes=os.path.getsize(raw))], counts=finish, bar=bar,
+              advance=lambda chunk: recording.progress[0] - bar.n, options=options, jump_key=key,
+              overwrite=overwrite)
     return report

@@ -8,8 +8,9 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
-from ..formats import WriteOptions, check_output, create_dataset, jump_key, open_dataset
+from ..formats import check_output, jump_key, open_dataset
 from ..progress import progress_bar
+from ..runner import described, run_stage
 from ..sampling import choose
 
 
@@ -22,20 +23,16 @@ class ReduceReport:
 
 def reduce(input: str | os.PathLike, output: str | os.PathLike, *, keep: int, seed: int = 42,
            overwrite: bool = False, quiet: bool = True) -> ReduceReport:
-    """Copy ``keep`` rows of ``input`` chosen by :func:`choose` to ``output``, in their order."""
+    """Copy ``keep`` rows of ``input`` chosen by :func:`sampling.choose` to ``output``, in their order."""
     input, output = os.fspath(input), os.fspath(output)
     choose(0, keep, seed)  # validates keep before any work
     check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input)
     chosen = choose(len(dataset), keep, seed)
     report = ReduceReport(total=len(dataset), kept=len(chosen), dropped=len(dataset) - len(chosen))
-    bar = progress_bar(len(chosen), f"reduce {os.path.basename(input)}", unit="sample", quiet=quiet)
-    options = WriteOptions(hold_key=jump_key(dataset.provenance))
-    with bar, create_dataset(output, dataset.keys, overwrite=overwrite, options=options) as writer:
-        for chunk in dataset.take(chosen):
-            writer.write(chunk)
-            bar.update(len(chunk))
-        writer.provenance = [*dataset.provenance, {
-            "stage": "reduce", "parameters": {"keep": keep, "seed": seed},
-            "inputs": [{"path": os.path.abspath(input), "samples": len(dataset)}], "counts": asdict(report)}]
+    run_stage(dataset.take(chosen), output, keys=dataset.keys, stage="reduce", parameters={"keep": keep, "seed": seed},
+              inputs=[described(input, samples=len(dataset))], counts=lambda rows: asdict(report),
+              history=dataset.provenance,
+              bar=progress_bar(len(chosen), f"reduce {os.path.basename(input)}", unit="sample", quiet=quiet),
+              image_shape=dataset.image_shape, jump_key=jump_key(dataset.provenance), overwrite=overwrite)
     return report

@@ -1,0 +1,208 @@
+"""One command from recordings to a training set: every stage in order, resumable, and accounted for in
+``manifest.json``.
+
+For each recording: preprocess (positives), then negatives decoded only at the frames chosen (uniformly
+over the eligible frames of *all* recordings). Then the positives are merged (presses never released are
+left out and counted), augmented, and merged with the negatives, shuffled, into ``DIR/dataset.zarr``;
+``DIR/final.npz`` is its legacy export for the original trainer. The build is a plan of stage specs
+(:mod:`.plan`, plain data that any process can run) carried out by an executor (:mod:`.execute`) that
+records each finished stage with a fingerprint of its inputs and parameters; a re-run redoes only stages
+whose fingerprint is missing or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import socket
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator
+
+from ..errors import JumpnetError
+from ..formats import overlaps, partial_path, remove_output
+from ..npz import read_small_array
+from ..progress import progress_bar
+from ..recording import normalize_keys
+from ..sampling import choose_across
+from ..video import Video
+from .execute import Executor, accounting, check_sizes, survey
+from .inputs import MANIFEST, OPTION_NAMES, BuildOptions, Session, load_config, pair_directory, pair_files
+from .manifest import InputHashes, Manifest
+from .plan import plan_negatives, plan_positives, plan_set, session_names
+
+__all__ = ["MANIFEST", "OPTION_NAMES", "BuildOptions", "BuildReport", "Session", "build", "demo", "load_config",
+           "pair_directory", "pair_files"]
+MAX_DEMO_SECONDS = 600
+
+
+@dataclass
+class BuildReport:
+    """What a build did: where its outputs are, what was redone or reused, and the manifest's counts."""
+
+    folder: str = ""
+    samples: int = 0
+    positives: int = 0
+    negatives: int = 0
+    ran: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    wrote: list[str] = field(default_factory=list)      # outputs this run wrote (names in the folder)
+    unchanged: list[str] = field(default_factory=list)  # outputs of an earlier run, reused as they are
+    removed: list[str] = field(default_factory=list)    # earlier outputs that no longer belong to the build
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
+    accounting: dict[str, Any] = field(default_factory=dict)
+
+
+def _remove_partials(folder: str) -> None:
+    """Temporary outputs left by an interrupted run (``.NAME.partial-HOST-PID``)."""
+    for path in glob.glob(os.path.join(folder, "**", ".*.partial-*"), recursive=True):
+        remove_output(path)
+
+
+def _check_inputs(sessions: list[Session], options: BuildOptions, folder: str) -> None:
+    """What can be refused before any work: missing files, a jump key a keylog does not track, a video
+    that does not open, an input inside the output folder."""
+    for recording in sessions:
+        for path in (recording.raw, recording.video):
+            if not os.path.isfile(path):
+                raise JumpnetError(path, "no such file")
+            if overlaps(folder, path):
+                raise JumpnetError(folder, f"holds the input {path}: a build's folder holds only its outputs; "
+                                           "choose another output folder")
+        keys = normalize_keys(read_small_array(recording.raw, "keys"), recording.raw)
+        if options.key not in keys:
+            raise JumpnetError(recording.raw, f"key '{options.key}' is not in the recording's keys ({', '.join(keys)})")
+        Video(recording.video)
+
+
+LOCK = ".jumpnet-build.lock"
+
+
+@contextlib.contextmanager
+def _build_folder(folder: str, fresh: bool) -> Iterator["Manifest"]:
+    """The output folder (and its missing parents) made, or an earlier build's folder checked; locked
+    against a second build for as long as this one runs; its manifest written before any stage runs (so a
+    build killed in its first stage leaves a folder the next run recognises)."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise JumpnetError(folder, "output exists and is not a directory")
+    if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} \
+            and not os.path.exists(os.path.join(folder, MANIFEST)):
+        raise JumpnetError(folder, "output directory is not empty and holds no earlier build (manifest.json): "
+                                   "choose a new or empty directory")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock = open(os.path.join(folder, LOCK), "a+")
+    except OSError as exc:
+        raise JumpnetError(folder, f"cannot create the output folder: {exc.strerror}") from None
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.seek(0)
+            holder = lock.read().strip() or "another process"
+            raise JumpnetError(folder, f"is in use by another build ({holder}): wait for it, or choose another "
+                                       "output folder") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        lock.flush()
+        manifest = Manifest(folder, fresh=fresh)
+        manifest.save()
+        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+        _remove_partials(folder)
+        yield manifest
+
+
+def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,
+          fresh: bool = False, quiet: bool = True) -> BuildReport:
+    """Build ``folder``/dataset.zarr (and final.npz) from ``sessions``; stages already done are reused."""
+    folder = os.fspath(folder)
+    if not sessions:
+        raise JumpnetError(None, "no recordings given (use --recording/--video pairs, a directory or --config)")
+    seen: set[str] = set()
+    for session in sessions:
+        if os.path.realpath(session.raw) in seen:
+            raise JumpnetError(session.raw, "this keylog is given twice")
+        seen.add(os.path.realpath(session.raw))
+    _check_inputs(sessions, options, folder)
+    with _build_folder(folder, fresh) as manifest:
+        return _build(sessions, folder, options, manifest, quiet)
+
+
+def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest: Manifest,
+           quiet: bool) -> BuildReport:
+    from .. import __version__
+
+    names = session_names(sessions)
+    hashes = InputHashes([path for s in sessions for path in (s.raw, s.video)], manifest)
+    manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
+
+    def hashed_inputs(wait: bool = False) -> None:
+        manifest.data["inputs"] = [{"name": name, "raw": hashes[s.raw], "video": hashes[s.video]}
+                                   for name, s in zip(names, sessions)
+                                   if wait or (hashes.done(s.raw) and hashes.done(s.video))]
+    report = BuildReport(folder=os.path.abspath(folder))
+    bar = progress_bar(2 * len(sessions) + 3 + options.legacy, "build", unit="stage", quiet=quiet)
+    executor = Executor(folder, manifest, hashes, bar, quiet, recorded=hashed_inputs)
+    try:
+        with bar:
+            positives = plan_positives(sessions, options)
+            for spec in positives:
+                executor.run(spec)
+            surveys = [survey(s.video, executor.output(spec), s.raw, options.radius)
+                       for s, spec in zip(sessions, positives)]
+            check_sizes(surveys)
+            chosen = choose_across([s["eligible"] for s in surveys], options.negatives, options.seed)
+            negatives = plan_negatives(sessions, surveys, chosen, options)
+            for spec in negatives:
+                executor.run(spec)
+            final = os.path.join(folder, "final.npz")
+            if not options.legacy and os.path.lexists(final):  # an earlier build's: it no longer belongs
+                remove_output(final)
+                report.removed.append("final.npz")
+            for spec in plan_set(positives, negatives, options):
+                executor.run(spec)
+        hashed_inputs(wait=True)
+    finally:
+        hashes.close()
+
+    counts = executor.counts
+    report.ran, report.reused, report.seconds = executor.ran, executor.reused, executor.seconds
+    report.accounting = accounting(counts, names, options.multiplier)
+    report.samples = counts["dataset"]["samples"]
+    report.positives = report.accounting["dataset"]["positives"]
+    report.negatives = report.accounting["dataset"]["negatives"]
+    manifest.keep_only(executor.order)
+    outputs = {name: counts[stage] for name, stage in (("dataset.zarr", "dataset"), ("final.npz", "final"))
+               if stage in counts}
+    manifest.data["outputs"] = outputs
+    for name, stage in (("dataset.zarr", "dataset"), ("final.npz", "final")):
+        if name in outputs:
+            (report.wrote if stage in report.ran else report.unchanged).append(name)
+    report.wrote.append(MANIFEST)
+    manifest.data["accounting"] = report.accounting
+    manifest.save()
+    return report
+
+
+def demo(folder: str | os.PathLike, *, seconds: float = 60.0, quiet: bool = True) -> BuildReport:
+    """A synthetic recording in the recorder's layout (``folder``/collected/demo.npz and
+    ``folder``/recordings/demo_120000.mp4, written once), built into ``folder``/build with the defaults."""
+    from ..synth import make_recording
+
+    folder = os.fspath(folder)
+    if not 1 <= seconds <= MAX_DEMO_SECONDS:
+        raise JumpnetError(None, f"seconds must be between 1 and {MAX_DEMO_SECONDS}, not {seconds}")
+    recording = Session(os.path.join(folder, "collected", "demo.npz"),
+                          os.path.join(folder, "recordings", "demo_120000.mp4"))
+    if not (os.path.isfile(recording.raw) and os.path.isfile(recording.video)):
+        os.makedirs(folder, exist_ok=True)
+        temp = partial_path(os.path.join(folder, "demo"))
+        remove_output(temp)
+        made = make_recording(temp, name="demo", seconds=seconds, keys=("w",), seed=0, folders=True)
+        for made_path, path in ((made.npz, recording.raw), (made.video, recording.video)):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            os.replace(made_path, path)
+        remove_output(temp)
+    return build([recording], os.path.join(folder, "build"), quiet=quiet)

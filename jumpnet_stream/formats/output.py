@@ -1,0 +1,106 @@
+"""Outputs that appear only when complete, and never over an input.
+
+Every output is written to a hidden temporary sibling, ``.NAME.partial-HOST-PID``, and renamed over its
+name only once complete; on failure the temporary output is removed, and what a killed run left is removed
+by the next run writing that output. An output is checked before any work: its folder writable, not there
+unless replacing is asked for, and none of the command's inputs.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shutil
+import socket
+from typing import Iterable
+
+from ..errors import JumpnetError
+
+
+def check_target(path: str, overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()) -> str:
+    """An output of any kind: its folder exists and is writable, it is not there unless ``overwrite``, and
+    it is none of ``inputs`` (the same file or store, a link to one, inside one, or holding one)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise JumpnetError(path, f"output folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise JumpnetError(path, f"output folder {parent} is not writable")
+    for source in inputs:
+        if overlaps(path, os.fspath(source)):
+            raise JumpnetError(path, f"is an input of this command ({os.fspath(source)}): an output never replaces "
+                                     "an input; choose another name")
+    if os.path.lexists(path) and not overwrite:
+        raise JumpnetError(path, "output exists (pass --overwrite to replace it)")
+    return path
+
+
+def overlaps(output: str, source: str) -> bool:
+    """Whether writing ``output`` could touch ``source``: the same path once links are followed, the same
+    file (a hard link), or one inside the other (a store directory)."""
+    out, src = os.path.realpath(output), os.path.realpath(source)
+    if out == src or out.startswith(src + os.sep) or src.startswith(out + os.sep):
+        return True
+    try:
+        return os.path.exists(out) and os.path.exists(src) and os.path.samefile(out, src)
+    except OSError:
+        return False
+
+
+def disk_size(path: str | os.PathLike) -> int:
+    """Bytes a dataset takes on disk: a file's size, or a store directory's files added up."""
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(folder, f)) for folder, _, files in os.walk(path) for f in files)
+
+
+def partial_path(path: str) -> str:
+    """Where an output is written until it is complete: a hidden sibling, ``.NAME.partial-HOST-PID`` (two
+    hosts writing to one shared folder never collide)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(parent, f".{name}.partial-{_HOST}-{os.getpid()}")
+
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def remove_stale_partials(path: str) -> None:
+    """Remove what killed runs on this host left of ``path``'s temporary outputs (their process is gone)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    for stale in glob.glob(os.path.join(glob.escape(parent), f".{glob.escape(name)}.partial-{_HOST}-*")):
+        pid = stale.rsplit("-", 1)[-1].split(".")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            remove_output(stale)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_output(path: str) -> None:
+    """Delete a file or a store directory, if it is there."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def land(temp: str, path: str) -> None:
+    """Move the finished output into place; an old output is replaced only once the new one is there (a
+    link named as the output is replaced by the output, never its target)."""
+    if os.path.islink(path) and os.path.isdir(temp):
+        os.remove(path)  # a directory cannot be renamed over a link
+    if not os.path.isdir(path) or os.path.islink(path):
+        os.replace(temp, path)  # atomic for files
+        return
+    old = f"{temp}.old"
+    os.replace(path, old)
+    os.replace(temp, path)
+    remove_output(old)
