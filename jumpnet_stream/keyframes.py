@@ -76,6 +76,7 @@ class KeyframeIndex:
     height: int = 0
     time_base: Fraction = Fraction(1)
     step: float = 0.0               # mean presentation time per frame, in time_base units
+    reordered: bool = False         # frames are decoded out of presentation order (B-frames)
     pts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of frame i, ascending
     seek_frames: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # ascending
     decode_position: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # of frame i's packet
@@ -215,6 +216,7 @@ def analyse(pts: np.ndarray, dts: np.ndarray, keys: np.ndarray, corrupt: np.ndar
     decode_position[frame[inside]] = np.flatnonzero(inside)
     step = float(ranked[-1] - ranked[0]) / (n - 1) if n > 1 else 0.0
     return KeyframeIndex(frames=frames, packets=n, complete=damage is None, damage=damage, step=step,
+                         reordered=bool(np.any(np.diff(pts) < 0)),
                          pts=ranked[:frames].copy(), seek_frames=np.sort(frame[clean]),
                          decode_position=decode_position, **known)
 

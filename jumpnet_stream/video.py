@@ -50,12 +50,10 @@ def count_if_plausible(count: float, file_bytes: int, fps: float | None) -> int 
     return int(count)
 
 
-# Codecs whose frames PyAV delivers faster than OpenCV when every frame is read (benchmarks/bench_video.py:
-# 1080p60 H.264, decode plus BGR conversion). For MPEG-4 part 2 (the recorder's mp4v) OpenCV is as fast
-# or faster, and reads stay OpenCV's.
-PYAV_DECODES_FASTER = frozenset({"h264", "hevc"})
-H264_FOURCCS = frozenset({"avc1", "avc3", "h264", "x264", "hev1", "hvc1", "hevc", "h265"})  # worth an index
-# Seeking pays when it saves at least this share of the packets a sequential read decodes.
+# Seeking pays when it saves at least this share of the packets a sequential read decodes, or when the
+# video has B-frames (the decoder then skips the ones nothing refers to): benchmarks/bench_video.py.
+# Reading every frame, OpenCV stays faster: its decoding is as fast as PyAV's and its BGR conversion
+# faster (1080p60 H.264 here: 3.4 + 2.2 ms a frame against 3.5 + 3.4 ms with PyAV).
 MIN_SAVING = 0.25
 
 
@@ -86,9 +84,7 @@ class Video:
         self.height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         self.fps = float(capture.get(cv2.CAP_PROP_FPS)) or None
         count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC))
         capture.release()
-        self._fourcc = bytes((fourcc >> 8 * k) & 0xFF for k in range(4)).decode("latin-1").strip("\0 ").lower()
         if self.width < 1 or self.height < 1:
             raise JumpnetError(self.path, "video has no frame size (not a video, or a codec OpenCV lacks)")
         if self.width * self.height > MAX_FRAME_PIXELS:
@@ -171,22 +167,19 @@ class Video:
         frame per chunk (the default) is fastest: the next stage reads the frame while it is still
         in cache (decoding into a 16-frame buffer instead cost a quarter of the decode rate here).
 
-        ``backend``: ``"opencv"`` grabs and retrieves with OpenCV; ``"pyav"`` decodes with PyAV when
-        the video's keyframe index can be trusted (frames not selected are then skipped by the decoder
-        when nothing refers to them), else with OpenCV; ``"auto"`` (the default) is ``"pyav"`` for the
-        codecs PyAV decodes faster (:data:`PYAV_DECODES_FASTER`), ``"opencv"`` for the others. The
-        frames are the same either way.
+        ``backend``: ``"opencv"`` (and ``"auto"``, the default) grabs and retrieves with OpenCV, the
+        faster way to read most frames; ``"pyav"`` decodes with PyAV when the video's keyframe index can be
+        trusted (frames not selected are then skipped by the decoder when nothing refers to them), else
+        with OpenCV. The frames are the same either way.
         """
         if backend not in ("auto", "opencv", "pyav"):
             raise ValueError(f"backend must be auto, opencv or pyav, not {backend!r}")
-        reason = "OpenCV asked for"
-        if backend != "opencv" and keyframes.av is None:
-            reason = "PyAV is not installed"
-        elif backend == "pyav" or (backend == "auto" and self._fourcc in H264_FOURCCS):
-            index = self.keyframe_index()
-            reason = self._why_not_pyav(index, stop_after)
-            if reason is None and backend == "auto" and index.codec not in PYAV_DECODES_FASTER:
-                reason = f"OpenCV decodes {index.codec} as fast"
+        reason = None
+        if backend == "pyav":
+            reason = "PyAV is not installed" if keyframes.av is None else None
+            if reason is None:
+                index = self.keyframe_index()
+                reason = self._why_not_pyav(index, stop_after)
             if reason is None:
                 limit = index.frames if stop_after is None else min(stop_after + 1, index.frames)
                 if select is None:
@@ -196,8 +189,6 @@ class Video:
                 yield from self._decoded(wanted, rows, seek=False, method="decode", frames_read=limit,
                                          fallback_select=select, fallback_stop=stop_after)
                 return
-        elif backend == "auto":
-            reason = f"OpenCV decodes {self._fourcc or 'this codec'} as fast"
         yield from self._grabbed(select, stop_after=stop_after, rows=rows, reason=reason)
 
     def frames_at(self, indices, *, rows: int = 1) -> Iterator[Chunk]:
@@ -225,9 +216,9 @@ class Video:
         if reason is None:
             inside = wanted[wanted < index.frames]
             estimate = keyframes.plan(index, inside)
-            if estimate.packets > (1 - MIN_SAVING) * estimate.sequential and index.codec not in PYAV_DECODES_FASTER:
+            if estimate.packets > (1 - MIN_SAVING) * estimate.sequential and not index.reordered:
                 reason = (f"seeking would save little here ({estimate.packets} of {estimate.sequential} frames "
-                          "decoded), and OpenCV decodes this codec as fast")
+                          "decoded, no B-frames to skip)")
         if reason is not None:
             yield from self._grabbed(select, stop_after=stop, rows=rows, reason=reason)
             return
@@ -278,12 +269,8 @@ class Video:
                     self._agrees(bgr)
                     if not len(wanted) or wanted[0] != 0:
                         continue
-                if rows == 1 and bgr.flags.c_contiguous:  # PyAV's own array: no copy (a new one each time)
-                    indices[0] = i
-                    last = i
-                    yield Chunk({"frame": bgr[None], "frame_index": indices.copy()})
-                    continue
-                buffer[n] = bgr
+                buffer[n] = bgr  # into the reused buffer: a new 6 MB array per 1080p frame cost page faults
+                bgr = None
                 indices[n] = i
                 n += 1
                 last = i
