@@ -148,7 +148,7 @@ class Video:
         return self._counted
 
     def frame_count(self) -> int:
-        """The container's count when it gives a plausible one, else the frames counted by grabbing."""
+        """The container's count when it gives a plausible one, else :meth:`count_frames`."""
         return self.claimed_frames if self.claimed_frames is not None else self.count_frames()
 
     def keyframe_index(self) -> KeyframeIndex:
@@ -264,7 +264,10 @@ class Video:
         frames = decoder.frames(asked)
         try:
             for i, frame in frames:
-                bgr = frame.to_ndarray(format="bgr24")
+                try:
+                    bgr = frame.to_ndarray(format="bgr24")
+                except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
+                    raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
                 if i == 0:
                     self._agrees(bgr)
                     if not len(wanted) or wanted[0] != 0:
