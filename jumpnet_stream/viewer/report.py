@@ -1,0 +1,79 @@
+"""A build's report, ``DIR/report.html``: one self-contained file (inline SVG plots, images as data URIs, no
+script, nothing fetched) that opens offline: the set in numbers, the plots the viewer draws, the build's
+accounting and a contact sheet of samples of each kind."""
+
+from __future__ import annotations
+
+import os
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from ..build.inputs import MANIFEST
+from ..errors import JumpnetError
+from ..formats import partial_path, remove_output
+from ..sampling import choose
+from . import pages
+from .figures import audit_of, figures
+from .source import DatasetSource, open_source
+
+REPORT = "report.html"
+SHEET = (("original positives", 12), ("augmented copies", 6), ("negatives", 12))  # contact sheet: kind, how many
+SEED = 0
+
+
+def _sheet_positions(source: DatasetSource) -> list[tuple[str, np.ndarray]]:
+    """The contact sheet's samples: a seeded choice of each kind in :data:`SHEET`."""
+    augmented = source.small["augmented"]
+    positive = source.label == 1
+    members = {"original positives": positive & ~augmented, "augmented copies": positive & augmented,
+               "negatives": source.label == 0}
+    found = []
+    for kind, count in SHEET:
+        candidates = np.flatnonzero(members[kind])
+        if len(candidates):
+            found.append((kind, candidates[choose(len(candidates), count, SEED)]))
+    return found
+
+
+def _summary(source: DatasetSource) -> str:
+    """The set in numbers: samples, keys, image size, each split's classes; the build's tool and options."""
+    label, split = source.label, source.small["split"]
+    rows = [("samples", str(len(source))), ("keys", ", ".join(source.keys)),
+            ("image", "x".join(map(str, source.image_shape)))]
+    for name in sorted(set(split.tolist())):
+        here = split == name
+        rows.append((f"split {name}", f"{int(np.count_nonzero(here & (label == 1)))} positives, "
+                                      f"{int(np.count_nonzero(here & (label == 0)))} negatives"))
+    manifest = source.manifest or {}
+    if isinstance(manifest.get("tool"), str):
+        rows.append(("built by", manifest["tool"]))
+    if isinstance(manifest.get("options"), dict):
+        rows.append(("options", ", ".join(f"{k} {v}" for k, v in manifest["options"].items())))
+    return '<table class="fields" id="summary">' + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>"
+                                                          for k, v in rows) + "</table>"
+
+
+def write_report(build_dir: str | os.PathLike) -> Path:
+    """Write ``build_dir``/report.html (replacing an earlier one, atomically) and return its path."""
+    folder = os.fspath(build_dir)
+    if not os.path.isfile(os.path.join(folder, MANIFEST)):
+        raise JumpnetError(folder, f"is not a build folder (no {MANIFEST})")
+    source = open_source(folder)
+    assert isinstance(source, DatasetSource)  # a build folder is viewed as its dataset.zarr
+    body = (_summary(source) + "<h2>Plots</h2>" + pages.figure_sections(figures(source, audit_of(source)))
+            + pages.accounting(source.manifest) + '<h2>Contact sheet</h2><div id="sheet">'
+            + "".join(f"<h3>{escape(kind)}</h3>" + pages.sample_tiles(source, positions.tolist(), link=None)
+                      for kind, positions in _sheet_positions(source)) + "</div>")
+    out = os.path.join(folder, REPORT)
+    temp = partial_path(out)
+    try:
+        with open(temp, "w", encoding="utf-8") as f:
+            f.write(pages.page(f"Build report: {os.path.basename(os.path.abspath(folder))}", body))
+        os.replace(temp, out)
+    except BaseException:
+        remove_output(temp)
+        raise
+    return Path(out)
+
