@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .server import serve
-
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``view PATH [--port N] [--open]`` on the command line's subparsers."""
@@ -29,6 +27,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def cmd_view(args: argparse.Namespace) -> tuple[dict, str]:
     """Serve until stopped; the address is printed as soon as the page answers."""
+    from .server import serve
+
     def ready(url: str) -> None:
         print(f"view {args.path}: {url}  (Ctrl-C to stop)", file=sys.stderr if args.json else sys.stdout, flush=True)
 
