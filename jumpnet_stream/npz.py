@@ -222,6 +222,22 @@ def member_data_offset(path: str, member: str) -> int:
     return info.header_offset + 30 + name_length + extra_length
 
 
+def stored_member_offset(path: str, info: zipfile.ZipInfo) -> int | None:
+    """Where a member's bytes start in the file, if they are the member's own bytes (stored: neither
+    compressed nor encrypted) and all lie within the file, as its local header confirms; None otherwise."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1 or info.compress_size != info.file_size:
+        return None
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        local = f.read(30)
+        size = os.fstat(f.fileno()).st_size
+    if len(local) != 30 or local[:4] != b"PK\x03\x04" or struct.unpack("<H", local[8:10])[0] != zipfile.ZIP_STORED:
+        return None
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    return start if start + info.file_size <= size else None
+
+
 def object_array(items: list, shape: tuple[int, ...], fortran: bool) -> np.ndarray:
     array = np.empty(len(items), dtype=object)
     for i, item in enumerate(items):

@@ -15,6 +15,8 @@ import warnings
 
 import numpy as np
 
+from .image_refs import ImageRef, SkippedBytes, is_image_state
+
 
 class NeedsWholeLoad(Exception):
     """The stream uses a structure the streaming interpreter does not handle; load it whole instead."""
@@ -161,10 +163,10 @@ def _check_text_size(data: bytes, limit: int) -> None:
                                 f"{limit}-byte limit")
 
 
-def _build_array(array: np.ndarray, state: object) -> None:
-    """``array.__setstate__(state)`` once the state is proven consistent (numpy reads past a short
-    element list, or trusts a dtype's flags, so a forged state would crash the process), with numpy's
-    own dtype for the state's type string in place of the pickle's dtype object."""
+def _array_state(state: object) -> tuple[tuple[int, ...], np.dtype, bool, object, int]:
+    """(shape, numpy's own dtype, fortran, data, element count) of an array state, its shape and dtype
+    checked (numpy reads past a short element list, or trusts a dtype's flags: a forged state would
+    crash the process)."""
     if not (isinstance(state, tuple) and len(state) == 5 and isinstance(state[1], tuple)):
         raise UnsafePickleError("numpy array state is not (version, shape, dtype, fortran, data)")
     version, shape, dtype, fortran, data = state
@@ -175,6 +177,22 @@ def _build_array(array: np.ndarray, state: object) -> None:
     count = math.prod(shape)  # exact: numpy's int64 product wraps around for a forged shape
     if count > MAX_ELEMENTS or len(shape) > 32:
         raise UnsafePickleError(f"numpy array state of shape {shape} is implausibly large")
+    return shape, dtype, fortran, data, count
+
+
+def _skipped_image(state: object) -> ImageRef:
+    """The reference to an image whose data the unpickler stepped over (a :class:`SkippedBytes`), its
+    state checked as :func:`_build_array` checks one."""
+    shape, dtype, fortran, data, count = _array_state(state)
+    if not (isinstance(data, SkippedBytes) and data.size == count * dtype.itemsize and is_image_state(shape, dtype)):
+        raise UnsafePickleError("numpy array data does not match its shape and dtype")
+    return ImageRef(data.offset, shape, dtype.str, fortran)
+
+
+def _build_array(array: np.ndarray, state: object) -> None:
+    """``array.__setstate__(state)`` once the state is proven consistent (see :func:`_array_state`), with
+    numpy's own dtype for the state's type string in place of the pickle's dtype object."""
+    shape, dtype, fortran, data, count = _array_state(state)
     if dtype.hasobject:
         if not (isinstance(data, list) and len(data) == count):
             raise UnsafePickleError("numpy object array state does not match its shape")
@@ -182,7 +200,7 @@ def _build_array(array: np.ndarray, state: object) -> None:
         raise UnsafePickleError("numpy array data does not match its shape and dtype")
     else:
         check_text(data, dtype)
-    array.__setstate__((version, shape, dtype, fortran, data))
+    array.__setstate__((1, shape, dtype, fortran, data))
 
 
 def _check_dtype(dtype: np.dtype) -> None:

@@ -20,9 +20,10 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
+from .image_refs import ImageRef, SkippedBytes
 from .pickle_allowlist import (_FORBIDDEN, _NDARRAY, _POINTER, NeedsWholeLoad, UnsafePickleError, _Stop, _what,
                                find_allowed)
-from .pickle_opcodes import opcode_table
+from .pickle_opcodes import opcode_table, resolved
 
 
 # Memory bounds: what a small (compressed) file may make this interpreter hold, whatever it declares.
@@ -41,7 +42,9 @@ MAX_DEPTH = 64              # nested MARKs (numpy's pickles of nested object arr
 MAX_STACK_ITEMS = 1 << 18   # values on the stack, all levels together (numpy's batches hold 1000)
 MAX_ITEM_OBJECTS = 1 << 20  # objects in one handed-out element (a recorder entry holds about ten)
 MAX_PINNED = 1 << 16
+_MAX_NAME = 256             # bytes of a GLOBAL's module or name
 _MEMO_ENTRY = 256        # bytes the memo's bookkeeping takes per entry (measured: ~250), counted in its budget
+
 
 
 class StreamingUnpickler:
@@ -63,14 +66,23 @@ class StreamingUnpickler:
     REDUCE put it, never fetched from the memo, duplicated or handed out before: an object that has been
     used is never changed afterwards. Arrays are built with numpy's own dtype for the pickle's type
     string, and every array in a handed-out item is checked against the bytes it was built from.
+
+    With ``skip_images`` (``stream`` a buffered file whose position is the file offset: a stored member)
+    an image array's pixels are stepped over once its state is checked, and the item holds an
+    :class:`image_refs.ImageRef` in its place (see :func:`pickle_opcodes.skip_image_data`).
     """
 
     def __init__(self, stream: BinaryIO, size: int, *, lag: int = 8, memo_budget: int = MEMO_BUDGET,
                  whole: bool = False, max_object: int = MAX_OBJECT_BYTES, max_live: int | None = None,
-                 expected: int | None = None):
+                 expected: int | None = None, skip_images: bool = False):
         if whole:
             lag, memo_budget = 1 << 62, 1 << 62
         self._read = stream.read
+        self._readline = stream.readline
+        # Images left in the file: ``stream`` is then a buffered file whose position is the file offset.
+        self._seekable = stream if skip_images and not whole else None
+        self._refs: dict[int, tuple[weakref.ref, ImageRef]] = {}  # id of an image array -> its reference
+        self._last_skipped: int | None = None  # where the last image's data left in the file starts
         self._remaining = size
         self._lag = lag
         self._budget = memo_budget
@@ -110,14 +122,14 @@ class StreamingUnpickler:
         return data
 
     def _line(self) -> str:
-        chars = bytearray()
-        while True:
-            c = self._take(1)
-            if c == b"\n":
-                return chars.decode("utf-8")
-            chars += c
-            if len(chars) > 256:
-                raise pickle.UnpicklingError("pickle GLOBAL name too long")
+        """A GLOBAL's module or name: at most 256 bytes, then a newline (read in one call, not byte by byte)."""
+        line = self._readline(min(_MAX_NAME + 1, self._remaining))
+        self._remaining -= len(line)
+        if line.endswith(b"\n"):
+            return line[:-1].decode("utf-8")
+        if len(line) > _MAX_NAME:
+            raise pickle.UnpicklingError("pickle GLOBAL name too long")
+        raise pickle.UnpicklingError("pickle data truncated")
 
     # -- stack ----------------------------------------------------------------------------------
     # A structure this interpreter does not expect goes to the standard unpickler (allowlisted
@@ -193,7 +205,8 @@ class StreamingUnpickler:
                                              "defined") from None
             raise NeedsWholeLoad(f"back-reference to memo entry {index} dropped to bound memory") from None
         self._memo.move_to_end(index)
-        self.stack.append(self._usable(obj))
+        obj = self._usable(obj)
+        self.stack.append(obj if self._seekable is None else resolved(self, obj))
 
     def _weigh_memo(self) -> None:
         # An object still being built (an array awaiting its state, a list still on the stack) is
@@ -389,6 +402,8 @@ def _plain_arrays(item: object) -> Iterator[np.ndarray]:
                 yield obj
         elif isinstance(obj, (tuple, list)):
             todo.extend(obj)
+        elif isinstance(obj, SkippedBytes):  # only ever an image's data on its way to BUILD
+            raise UnsafePickleError("pickle hands out an array's data apart from its array")
 
 
 def _pinnable(obj: object) -> bool:
