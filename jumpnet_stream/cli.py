@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from .cli_options import PROG, build_parser
 from .errors import JumpnetError
 from .pipeline import return_large_buffers_to_os
+from .viewer.cli import cmd_view
 
 
 def _held_warnings() -> list[str]:
@@ -57,11 +58,13 @@ def cmd_negatives(args: argparse.Namespace) -> Result:
     from .stages.negatives import negatives
 
     report = negatives(args.video, args.output, positives=args.positives, radius=args.radius, keep=args.keep,
-                       seed=args.seed, size=args.size, overwrite=args.overwrite, quiet=args.quiet, strict=args.strict)
+                       seed=args.seed, size=args.size, held_frames=args.held_frames, overwrite=args.overwrite,
+                       quiet=args.quiet, strict=args.strict)
     claimed = "unknown" if report.frames_claimed is None else report.frames_claimed
     read = "frames read" if args.keep is None else "frames read (to the last chosen)"
     rows = [(read, report.frames_read), ("frames claimed by container", claimed),
-            (f"excluded (within {args.radius} of a positive)", report.excluded), ("eligible", report.eligible)]
+            (f"excluded (within {args.radius} of a press{', or held' if args.held_frames == 'exclude' else ''})",
+             report.excluded), ("eligible", report.eligible)]
     if args.keep is not None:
         rows.append((f"not chosen (--keep {args.keep})", report.not_chosen))
     rows.append(("negatives written", report.written))
@@ -107,9 +110,11 @@ def cmd_export(args: argparse.Namespace) -> Result:
     from .stages.export import export
 
     report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, hold=args.hold,
-                    hold_key=args.hold_key, image_rows=args.rechunk, keys=args.keys, force=args.force,
-                    overwrite=args.overwrite, quiet=args.quiet)
-    return asdict(report), f"export {args.input} -> {args.output}: {report.samples} samples, {report.bytes / 1e6:.1f} MB"
+                    hold_key=args.hold_key, image_rows=args.rechunk, keys=args.keys, exclude=args.exclude,
+                    force=args.force, overwrite=args.overwrite, quiet=args.quiet)
+    left_out = f" ({report.excluded} marked samples left out)" if args.exclude else ""
+    return asdict(report), (f"export {args.input} -> {args.output}: {report.samples} samples, "
+                            f"{report.bytes / 1e6:.1f} MB{left_out}")
 
 
 def cmd_build(args: argparse.Namespace) -> Result:
@@ -149,9 +154,17 @@ def _build_summary(report, folder: str) -> str:
     positives = report.accounting["positives"]
     if positives["dropped_unreleased"]:
         lines.append(f"  {positives['dropped_unreleased']} positives left out: press never released (hold NaN)")
+    if positives["dropped_in_gap"]:
+        lines.append(f"  {positives['dropped_in_gap']} positives left out: in the gap between training and validation")
     lines += [f"  positives with augmented copies {report.positives:>8}",
               f"  negatives                       {report.negatives:>8}",
               f"  samples (shuffled)              {report.samples:>8}"]
+    if len(report.splits) > 1:
+        for split, counts in report.splits.items():
+            lines.append(f"    {split:<5} {counts['positives']:>6} positives {counts['negatives']:>6} negatives  class "
+                         f"weights {report.class_weights[split]['positive']:.2f} / "
+                         f"{report.class_weights[split]['negative']:.2f}")
+    lines += [f"  {line}" for line in _audit_lines(report.audit)]
     if report.reused:
         lines.append(f"  reused from an earlier run: {', '.join(report.reused)}")
     if report.unchanged:
@@ -162,10 +175,16 @@ def _build_summary(report, folder: str) -> str:
     return "\n".join(lines)
 
 
+def _audit_lines(audit: dict) -> list[str]:
+    from .quality import AuditReport
+
+    return AuditReport(**audit).lines() if audit else []
+
+
 def cmd_inspect(args: argparse.Namespace) -> Result:
     from .inspection import contact_sheet, describe
 
-    summary = describe(args.path, n=args.n, keys=args.keys)
+    summary = describe(args.path, n=args.n, keys=args.keys, shortcuts=not args.no_audit)
     counts, text = summary.counts(), summary.text()
     if args.sheet:
         sheet = contact_sheet(args.path, args.sheet, count=args.count, columns=args.columns, pick=args.pick,
@@ -188,7 +207,7 @@ def cmd_check(args: argparse.Namespace) -> Result:
 COMMANDS: dict[str, Callable[[argparse.Namespace], Result]] = {
     "preprocess": cmd_preprocess, "negatives": cmd_negatives, "reduce": cmd_reduce, "augment": cmd_augment,
     "merge": cmd_merge, "export": cmd_export, "build": cmd_build, "demo": cmd_demo, "inspect": cmd_inspect,
-    "check": cmd_check}
+    "check": cmd_check, "view": cmd_view}
 
 
 class Terminated(KeyboardInterrupt):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
+from .viewer.cli import add_parser as add_view_parser
 
 PROG = "jumpnet-stream"
 
@@ -21,6 +22,13 @@ def _hold(parser: argparse.ArgumentParser, default: str | None) -> None:
                         help="legacy .npz: hold_duration as a 0-d float32 holding the jump key's hold (scalar, the "
                         "default: the original trainer's float(entry[3]) reads it on every numpy), or the seed's "
                         "exact vector (vector: numpy < 2.4 trainers and one key only)")
+
+
+def _held_frames(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument("--held-frames", choices=["exclude", "negative"], default=default,
+                        help="frames while the jump key is held (from a jump's press to its release): left out "
+                        "(exclude, the default) or negatives (negative: the original scripts', which tell the model "
+                        "'do not jump' in the middle of a jump)")
 
 
 def _key_list(text: str) -> list[str]:
@@ -79,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="square image size (default: the positives' size, 227 if there are none)")
     p.add_argument("--strict", action="store_true", help="a video that ends before its container's frame count "
                    "is an error (default: keep what decoded, and warn)")
+    _held_frames(p, default="exclude")
 
     p = sub.add_parser("reduce", help="keep N samples chosen at random, in order",
                        description="Stage 5: keep N samples of IN chosen uniformly without replacement (seeded), "
@@ -133,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     _keys(p)
     p.add_argument("--rechunk", type=int, default=None, metavar="N",
                    help=".zarr: N images per chunk (default: 64; at most 64 MB per chunk)")
+    p.add_argument("--exclude", metavar="MARKS.json", default=None,
+                   help="leave out the samples marked bad in this marks file (jumpnet-stream view writes "
+                   "NAME.marks.json beside the set); counted in the output's provenance")
     p.add_argument("--force", action="store_true", help="write a legacy .npz even if it will not fit in memory here")
 
     p = sub.add_parser("build", help="every stage, from recordings to a shuffled training set (resumable)",
@@ -165,6 +177,22 @@ def build_parser() -> argparse.ArgumentParser:
     _hold(p, default=None)
     p.add_argument("--strict", action="store_const", const=True, default=None, help="a video that ends before its "
                    "container's frame count is an error (default: keep what decoded, and warn)")
+    _held_frames(p, default=None)
+    p.add_argument("--val-fraction", type=float, default=None, metavar="F",
+                   help="the share of frames that validates, 0 to below 1 (default: 0, no split): whole recordings "
+                   "when there are at least 4, else a block of each recording, kept apart from training frames by the "
+                   "radius plus the longest hold; validation samples are never augmented")
+    p.add_argument("--negative-ratio", type=float, default=None, metavar="R",
+                   help="negatives = R x positives (after augmentation), per split, instead of --negatives")
+    p.add_argument("--positive-images", choices=["video", "keylog"], default=None,
+                   help="positives' images: the video frame at the press, the recorder's key label masked in every "
+                   "image (video, the default: both classes carry the same codec artifacts), or the keylog's clean "
+                   "captures (keylog, the original scripts': sharpness alone then tells the classes apart)")
+    p.add_argument("--history", type=int, default=None, metavar="K",
+                   help="also store the K video frames before each sample (0 to 32, default: 0), shared between "
+                   "samples in DIR/dataset.zarr's history group; TrainingSet(history=K) returns them stacked")
+    p.add_argument("--history-stride", type=int, default=None, metavar="S",
+                   help="frames between history frames (1 to 3600, default: 1)")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
     _common(p, output=False)
 
@@ -190,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which samples: the first, evenly spread, or random (default: first)")
     p.add_argument("--seed", type=int, default=42, help="seed of --pick random (default: 42)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.png if it exists")
+    p.add_argument("--no-audit", action="store_true", help="skip the shortcut audit (it reads up to 2000 original "
+                   "images of each class)")
     _keys(p)
     _common(p, output=False)
 
@@ -207,4 +237,5 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
     _common(p, output=False)
+    add_view_parser(sub)
     return parser

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import cv2
@@ -15,6 +15,8 @@ from .errors import JumpnetError
 from .formats import check_target, format_of, open_dataset, partial_path, remove_output
 from .formats.legacy_npz import is_keylog_file
 from .keylog import KeylogSummary, describe_keylog
+from .history import describe as describe_history
+from .quality import AuditReport, audit
 from .sampling import choose
 
 #: Contact sheet geometry in pixels: coloured border around each image, caption strip under it,
@@ -83,6 +85,10 @@ class DatasetSummary:
     other_labels: int        # labels neither 0 nor 1 (none in anything this tool writes)
     hold: HoldStats
     previews: tuple[Preview, ...]
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)  # per split: positives, negatives
+    augmented: int = 0                                                # augmented copies among the samples
+    audit: dict[str, Any] | None = None                               # the shortcut audit (quality.audit)
+    history: dict[str, int] | None = None                             # frame history (history.describe)
 
     def fraction(self, count: int) -> float | None:
         return count / self.samples if self.samples else None
@@ -114,7 +120,15 @@ class DatasetSummary:
             rows.append(("hold of positives (s)", f"min {_number(hold.min)}  max {_number(hold.max)}  "
                                                   f"mean {_number(hold.mean)}  std {_number(hold.std)}"))
         rows.append(("never released (hold NaN)", str(hold.unreleased)))
+        rows.append(("augmented copies", str(self.augmented)))
+        for split, counts in self.splits.items():
+            rows.append((f"split {split}", f"{counts['positives']} positives, {counts['negatives']} negatives"))
+        past = self.history
+        rows.append(("frame history", "none" if not past else f"{past['frames']} frames before each sample, "
+                     f"{past['stride']} apart ({past['stored']} frames stored)"))
         lines = [f"inspect {self.path} ({self.format})"] + [f"  {name:<28}{value}" for name, value in rows]
+        if self.audit:
+            lines += [f"  {line}" for line in AuditReport(**self.audit).lines()]
         if self.previews:
             lines.append(f"first {len(self.previews)}:")
             table = [("index", "image", "label", "keys_raw", "hold_duration", "phase", "frame_index")]
@@ -138,10 +152,12 @@ def positive_holds(hold_duration: np.ndarray) -> np.ndarray:
     return hold_duration.astype(np.float64).max(axis=1)  # max propagates NaN
 
 
-def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None) -> DatasetSummary | KeylogSummary:
-    """Summarise a dataset of any format reading only its small fields whole and its first ``n`` rows;
-    a recorder keylog is described as one (:func:`keylog.describe_keylog`). ``keys`` names the keys of
-    a legacy .npz that holds none."""
+def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None,
+             shortcuts: bool = True) -> DatasetSummary | KeylogSummary:
+    """Summarise a dataset of any format reading only its small fields whole, its first ``n`` rows and, for
+    the shortcut audit (``shortcuts``), a seeded sample of its original images; a recorder keylog is
+    described as one (:func:`keylog.describe_keylog`). ``keys`` names the keys of a legacy .npz that holds
+    none."""
     if n < 0:
         raise JumpnetError(None, f"-n must be 0 or more, not {n}")
     if os.fspath(path).lower().endswith(".npz") and is_keylog_file(os.fspath(path)):
@@ -149,7 +165,7 @@ def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None)
     dataset = open_dataset(path, keys=keys)
     image_shape = tuple(dataset.image_shape)
     format_name, image_dtype = format_of(dataset.path).name, dataset.stored_dtype
-    small = dataset.columns(["label", "hold_duration"])
+    small = dataset.columns(["label", "hold_duration", "split", "augmented"])
     labels = small["label"]
     positive = labels == 1
     holds = positive_holds(small["hold_duration"][positive])
@@ -169,10 +185,15 @@ def describe(path: str | os.PathLike, n: int = 5, keys: list[str] | None = None)
                 hold_duration=tuple(float(v) for v in chunk["hold_duration"][i]),
                 phase=str(chunk["phase"][i]), frame_index=int(chunk["frame_index"][i])))
     negatives = int(np.count_nonzero(labels == 0))
+    splits = {str(split): {"positives": int(np.count_nonzero(positive & (small["split"] == split))),
+                           "negatives": int(np.count_nonzero((labels == 0) & (small["split"] == split)))}
+              for split in sorted(set(small["split"].tolist()))}
     return DatasetSummary(path=dataset.path, format=format_name, samples=len(dataset), keys=tuple(dataset.keys),
                           image_shape=image_shape, image_dtype=image_dtype, positives=int(positive.sum()),
                           negatives=negatives, other_labels=len(labels) - int(positive.sum()) - negatives,
-                          hold=hold, previews=tuple(previews))
+                          hold=hold, previews=tuple(previews), splits=splits,
+                          augmented=int(np.count_nonzero(small["augmented"])), history=describe_history(dataset.path),
+                          audit=audit(dataset).counts() if shortcuts and len(dataset) else None)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,11 @@ SCHEMA = (
     Field("phase", "str", default="press", kinds="UOST"),
     Field("frame_index", "int64", kinds="iu"),        # the video frame (frames written before the press)
     Field("source", "str", default="", kinds="UOST"),  # the recording the sample comes from
+    Field("release_index", "int64", default=-1, kinds="iu"),  # a positive's release frame (-1: none, or unknown)
+    Field("split", "str", default="train", kinds="UOST"),     # "train" or "val"
+    Field("weight", "float32", default=1.0),                   # the sample's class weight (inverse frequency)
+    Field("augmented", "bool", default=False, kinds="b"),      # an augmented copy, not an original
+    Field("copy", "int32", default=0, kinds="iu"),             # which copy (0: the original)
 )
 FIELDS = tuple(field.name for field in SCHEMA)
 BY_NAME = {field.name: field for field in SCHEMA}

@@ -51,3 +51,15 @@ def recordings(tmp_path_factory):
                                               malformed=3, video=False),
         "with_video": make_recording(out, name="game", seconds=8, keys=("w", "a"), seed=5, writer="numpy"),
     }
+
+
+@pytest.fixture(scope="session")
+def history_build(tmp_path_factory):
+    """A real build with a validation split and frame history (3 frames, 2 apart), and its recording."""
+    from jumpnet_stream.build import BuildOptions, Session, build
+
+    root = tmp_path_factory.mktemp("history_build")
+    rec = make_recording(root / "in", name="play", seconds=24, keys=("w", "a"), seed=7)
+    build([Session(rec.npz, rec.video)], root / "set", BuildOptions(negatives=150, val_fraction=0.25, history=3,
+                                                                    history_stride=2, seed=3))
+    return root, rec

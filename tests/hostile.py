@@ -12,7 +12,8 @@ writable memory, mmap included, since Linux 4.7) lets ``augment`` (numba) run at
 allocation of gigabytes (``np.ones`` of 763 MiB under 400 MB) into an immediate failure instead of
 swapping; it is set at :data:`DATA_LIMIT_MB`. On top of it a watcher polls the child's resident memory in ``/proc`` every 10 ms
 and kills it above :data:`RSS_KILL_MB`. The peak is the child's own ``ru_maxrss`` (``os.wait4``), exact
-whatever the polling saw.
+whatever the polling saw, and the child is forked from a small launcher (``tools/measure.py``): forked
+from pytest, it would start with pytest's own resident memory, which Linux counts in the child's peak.
 """
 
 from __future__ import annotations
@@ -21,13 +22,9 @@ import io
 import json
 import os
 import pickle
-import resource
-import signal
 import struct
 import subprocess
 import sys
-import threading
-import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +32,11 @@ from typing import Callable
 
 import h5py
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.measure import run_measured  # noqa: E402
+
+from jumpnet_stream import SAMPLE_FIELDS  # noqa: E402
 
 DATA_LIMIT_MB = 1024   # RLIMIT_DATA of every run: a runaway allocation fails at once
 RSS_KILL_MB = 400      # the watcher kills a child whose resident memory passes this
@@ -362,50 +364,12 @@ def image_bomb_wide(folder: Path) -> Path:
 
 
 # -- running the command line under a memory cap -------------------------------------------------------
-def _rss_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
 def run_capped(*args: object, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """``python -m jumpnet_stream ARGS`` under :data:`DATA_LIMIT_MB` of ``RLIMIT_DATA``, killed by the
     watcher above :data:`RSS_KILL_MB` resident (or after ``timeout`` s). The result also carries
-    ``peak_mb`` (the child's peak resident memory) and ``killed`` (what the watcher did, or None)."""
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_DATA, (DATA_LIMIT_MB << 20, DATA_LIMIT_MB << 20))
-
-    command = [sys.executable, "-m", "jumpnet_stream", *map(str, args)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=limit, env=env)
-    streams: dict[str, bytes] = {}
-    readers = [threading.Thread(target=lambda name=name, pipe=pipe: streams.__setitem__(name, pipe.read()))
-               for name, pipe in (("out", proc.stdout), ("err", proc.stderr))]
-    for reader in readers:
-        reader.start()
-    killed, deadline = None, time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-        if pid:
-            break
-        if killed is None:
-            rss = _rss_mb(proc.pid)
-            if rss > RSS_KILL_MB or time.monotonic() > deadline:
-                killed = f"resident {rss:.0f} MB" if rss > RSS_KILL_MB else f"still running after {timeout} s"
-                os.kill(proc.pid, signal.SIGKILL)
-        time.sleep(0.01)
-    for reader in readers:
-        reader.join()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    result = subprocess.CompletedProcess(command, proc.returncode, streams["out"].decode(errors="replace"),
-                                         streams["err"].decode(errors="replace"))
-    result.peak_mb = usage.ru_maxrss / 1024
-    result.killed = killed
-    return result
+    ``peak_mb`` (the child's own peak resident memory) and ``killed`` (what the watcher did, or None)."""
+    return run_measured([sys.executable, "-m", "jumpnet_stream", *map(str, args)], env,
+                        data_limit_mb=DATA_LIMIT_MB, kill_above_mb=RSS_KILL_MB, timeout=timeout)
 
 
 def zip_of_many_members(folder: Path, members: int = 300_000) -> Path:
@@ -542,7 +506,7 @@ def store_huge_image(folder: Path) -> Path:
 
 
 def _all_rows(path: Path, rows: int) -> None:
-    for field in ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source"):
+    for field in SAMPLE_FIELDS:
         meta = json.loads((path / field / "zarr.json").read_text())
         _resize(path, field, [rows, *meta["shape"][1:]])
 

@@ -103,6 +103,20 @@ def test_independent_of_chunking_and_threads(real_images):
     np.testing.assert_array_equal(whole["hold_duration"][:, 0], np.repeat(np.arange(12), 3))
 
 
+def test_validation_samples_are_never_augmented(recordings, tmp_path):
+    """A validation sample stays one original: no copy of it can land in the training part."""
+    chunk = Chunk.concat(list(augment_chunks([_hand_made(6)], AugmentOptions(multiplier=2, seed=1))))
+    assert chunk["split"].tolist() == ["train"] * 3 + ["val"] + ["train"] * 3 + ["val"] + ["train"] * 3 + ["val"]
+    assert chunk["copy"].tolist() == [0, 1, 2, 0, 0, 1, 2, 0, 0, 1, 2, 0]
+    assert chunk["frame_index"].tolist() == [0, 0, 0, 1, 2, 2, 2, 3, 4, 4, 4, 5]
+
+
+def _hand_made(n: int) -> Chunk:
+    rng = np.random.default_rng(0)
+    return Chunk({"image": rng.integers(0, 256, (n, 8, 9, 3), dtype=np.uint8), "label": np.ones(n, np.float32),
+                  "frame_index": np.arange(n), "split": np.array(["train", "val"] * (n // 2))})
+
+
 def test_command_end_to_end(recordings, tmp_path):
     rec = recordings["multi_rows_wrinkled"]
     preprocess(rec.npz, tmp_path / "pos.zarr", key="a")
@@ -115,8 +129,10 @@ def test_command_end_to_end(recordings, tmp_path):
     aug = Chunk.concat(list(open_dataset(tmp_path / "aug.zarr").chunks()))
     for name in positives.fields:
         np.testing.assert_array_equal(aug[name][::4], positives[name])  # originals preserved
-        if name != "image":
+        if name not in ("image", "augmented", "copy"):
             np.testing.assert_array_equal(aug[name], np.repeat(positives[name], 4, axis=0))  # fields copied
+    np.testing.assert_array_equal(aug["copy"], np.tile([0, 1, 2, 3], n))  # copies marked
+    np.testing.assert_array_equal(aug["augmented"], np.tile([False, True, True, True], n))
     assert (aug["image"][1::4] != aug["image"][::4]).any()
     assert [p["stage"] for p in open_dataset(tmp_path / "aug.zarr").provenance] == ["preprocess", "augment"]
 

@@ -82,11 +82,13 @@ def test_build_counts_add_up(sessions, tmp_path):
         assert events["malformed"] == counts["malformed"] == (2 if name == "beta" else 0)
         frame_counts = accounting["recordings"][name]["frames"]
         assert frame_counts["frames"] == sum(v for k, v in frame_counts.items() if k != "frames")
-        negatives = open_dataset(tmp_path / "out" / stages[f"negatives {name}"]["outputs"][0])
+        negatives = open_dataset(tmp_path / "out" / stages[f"frames {name}"]["outputs"][0])
         assert len(negatives) == frame_counts["negatives"]
         positives_near = set()
-        for f in open_dataset(tmp_path / "out" / stages[f"preprocess {name}"]["outputs"][0]).column("frame_index"):
+        positives = open_dataset(tmp_path / "out" / stages[f"preprocess {name}"]["outputs"][0])
+        for f, release in zip(positives.column("frame_index"), positives.column("release_index")):
             positives_near.update(range(f - 2, f + 3))
+            positives_near.update(range(f, release))  # inside the jump: held frames are no negatives
         assert not positives_near & set(negatives.column("frame_index").tolist())  # the radius holds
     assert accounting["positives"]["from_recordings"] == paired + unreleased
     assert accounting["positives"]["dropped_unreleased"] == unreleased
@@ -177,9 +179,9 @@ def test_killed_build_resumes_to_identical_output(sessions, tmp_path):
     assert not [f for _, dirs, files in os.walk(out) for f in dirs + files if ".partial-" in f]
 
     again = json.loads(run_cli("build", str(sessions), "-o", str(out), "--negatives", "80", "--json").stdout)
-    assert again["ran"] == [] and len(again["reused"]) == 8
+    assert again["ran"] == [] and len(again["reused"]) == 9
     changed = json.loads(run_cli("build", str(sessions), "-o", str(out), "--negatives", "50", "--json").stdout)
-    assert set(changed["ran"]) == {"negatives alpha", "negatives beta", "dataset", "final"}
+    assert set(changed["ran"]) == {"frames alpha", "frames beta", "positives", "augment", "dataset", "audit", "final"}
     assert changed["negatives"] == 50
 
 

@@ -15,6 +15,7 @@ from jumpnet_stream.stages.export import export
 from jumpnet_stream.inspection import (BORDER, CAPTION, GAP, NEGATIVE_BGR, POSITIVE_BGR, TITLE, contact_sheet,
                                        describe)
 from jumpnet_stream.stages.merge import merge
+from jumpnet_stream.quality import AuditReport
 from jumpnet_stream.stages.negatives import negatives
 from jumpnet_stream.sampling import choose
 
@@ -64,7 +65,12 @@ def test_summary_equals_the_dataset(sets):
     text = summary.text()
     assert f"samples                     {len(data)}" in text and "227x227x3 uint8" in text
     assert f"positives (label 1)         {positive.sum():<8}{positive.mean():6.1%}" in text
-    assert "first 4:" in text and len(text.splitlines()) == 1 + 7 + 1 + 1 + 4  # title, 7 rows, table title+head, 4
+    # title, 10 rows (7 counts, augmented copies, one split, frame history), the audit and its warnings, table title and head, 4 rows
+    audit_lines = AuditReport(**summary.audit).lines()
+    assert "first 4:" in text and len(text.splitlines()) == 1 + 10 + len(audit_lines) + 1 + 1 + 4
+    assert audit_lines[0] in text and "  frame history               none" in text
+    assert summary.splits == {"train": {"positives": int(positive.sum()), "negatives": int(negative.sum())}}
+    assert set(summary.audit["auc"]) == {"sharpness", "brightness", "label_region"}
 
 
 def test_every_format_gives_the_same_summary(sets, tmp_path):
@@ -118,7 +124,7 @@ def test_only_the_first_rows_images_are_read(sets, tmp_path):
     assert len(chunk_files) >= 2
     for name in chunk_files[1:]:
         (path / "image" / name).write_bytes(b"not zstd")
-    summary = describe(path, n=5)
+    summary = describe(path, n=5, shortcuts=False)  # the audit reads images all through the set
     assert summary.samples == len(open_dataset(sets / "plain.zarr")) and len(summary.previews) == 5
     with pytest.raises(RuntimeError, match="Zstd decompression error"):
         read_all(path)

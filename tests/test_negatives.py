@@ -38,18 +38,24 @@ def read_all(path) -> Chunk:
     return Chunk.concat(list(open_dataset(path).chunks()))
 
 
-def expected_frames(n, positive_frames, radius):
-    return [i for i in range(n) if all(abs(i - p) > radius for p in positive_frames)]
+def expected_frames(n, positive_frames, radius, releases=()):
+    """Frames more than ``radius`` from every press and (with their releases) outside every jump."""
+    inside = {f for press, release in zip(positive_frames, releases) for f in range(press, release)}
+    return [i for i in range(n) if all(abs(i - p) > radius for p in positive_frames) and i not in inside]
 
 
+@pytest.mark.parametrize("held_frames", ["exclude", "negative"])
 @pytest.mark.parametrize("radius", [0, 2, 5])
-def test_exact_frame_set_and_content(game, tmp_path, radius):
+def test_exact_frame_set_and_content(game, tmp_path, radius, held_frames):
     rec, positives, frames = game
     positive_frames = read_all(positives)["frame_index"].tolist()
+    releases = read_all(positives)["release_index"].tolist() if held_frames == "exclude" else ()
     assert positive_frames
-    report = negatives(rec.video, tmp_path / "neg.zarr", positives=positives, radius=radius)
+    report = negatives(rec.video, tmp_path / "neg.zarr", positives=positives, radius=radius, held_frames=held_frames)
     got = read_all(tmp_path / "neg.zarr")
-    want = expected_frames(len(frames), positive_frames, radius)
+    want = expected_frames(len(frames), positive_frames, radius, releases)
+    if held_frames == "exclude":
+        assert len(want) < len(expected_frames(len(frames), positive_frames, radius)), "jumps hold frames"
     assert got["frame_index"].tolist() == want
     for row, index in enumerate(want):
         np.testing.assert_array_equal(got["image"][row], resize_rgb(frames[index], (227, 227)))

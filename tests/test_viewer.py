@@ -1,4 +1,4 @@
-"""The viewer (``python -m jumpnet_stream.viewer``, what ``jumpnet-stream view`` runs) in a real browser:
+"""The viewer (``jumpnet-stream view``) in a real browser:
 Debian's chromium, headless, driven over the DevTools protocol. On a demo build: filter the grid, open a
 sample (its image, fields, copies and video frames), mark it bad, and find the marks file beside the set;
 bad requests get an error status and one line; marked samples are left out of a stage's chunks."""
@@ -177,7 +177,7 @@ def keep_screenshot(made: Path, name: str) -> None:
 def viewer(path: Path) -> Iterator[str]:
     """The viewer over ``path`` on a free port: its address; stopped (and its stderr checked: no request failed
     inside it) on the way out."""
-    process = subprocess.Popen([sys.executable, "-m", "jumpnet_stream.viewer", str(path), "--port", "0"],
+    process = subprocess.Popen([sys.executable, "-m", "jumpnet_stream", "view", str(path), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         ready, _, _ = select.select([process.stdout], [], [], WAIT)
@@ -327,7 +327,7 @@ def test_a_legacy_export_is_browsed_through_its_reader(build):
 def test_not_a_dataset_gets_the_error_inspect_gives(tmp_path, name):
     path = tmp_path / name
     path.mkdir() if name == "folder" else path.write_text("hello")
-    viewing = subprocess.Popen([sys.executable, "-m", "jumpnet_stream.viewer", str(path), "--port", "0"],
+    viewing = subprocess.Popen([sys.executable, "-m", "jumpnet_stream", "view", str(path), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     inspected = run_cli("inspect", str(path))  # meanwhile
     out, err = viewing.communicate(timeout=60)
@@ -339,7 +339,7 @@ def test_a_port_in_use_is_one_line(build):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        result = subprocess.run([sys.executable, "-m", "jumpnet_stream.viewer", str(build), "--port",
+        result = subprocess.run([sys.executable, "-m", "jumpnet_stream", "view", str(build), "--port",
                                  str(taken.getsockname()[1])], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "is in use" in result.stderr
 
@@ -366,6 +366,28 @@ def test_marked_samples_are_left_out_of_a_stage(build, tmp_path):
     chunks = list(dataset.chunks())
     unmarked = drop_marked(chunks, load_marks(book.path)[:0], [0])
     assert all(a is b for a, b in zip(unmarked, chunks))  # nothing marked: the chunks as they were
+
+
+def test_export_leaves_out_marked_samples(build, tmp_path):
+    """``export --exclude``: the marked samples of the exported split left out, counted in the provenance."""
+    dataset = open_dataset(build / "dataset.zarr")
+    small = dataset.columns(list(SMALL_FIELDS))
+    picked = np.flatnonzero(small["label"] == 0)[:3].tolist()
+    book = MarkBook(str(tmp_path / "set.marks.json"), str(build / "dataset.zarr"))
+    book.change([identities(small)[p] for p in picked], picked, bad=True)
+    result = run_cli("export", str(build / "dataset.zarr"), "-o", str(tmp_path / "kept.npz"), "--layout", "columnar",
+                     "--exclude", book.path, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["excluded"] == 3
+    kept = open_dataset(tmp_path / "kept.npz")
+    assert len(kept) == len(dataset) - 3
+    assert not set(identities(kept.columns(list(SMALL_FIELDS)))) & {identities(small)[p] for p in picked}
+    record = kept.provenance[-1]
+    assert record["counts"]["excluded_marked"] == 3 and record["parameters"]["exclude"]["path"] == book.path
+    refused = run_cli("export", str(build / "dataset.zarr"), "-o", str(tmp_path / "other.npz"), "--exclude",
+                      str(tmp_path / "missing.marks.json"))
+    assert refused.returncode == 1 and len(refused.stderr.splitlines()) == 1 and "no such marks file" in refused.stderr
+    assert not (tmp_path / "other.npz").exists()
 
 
 @pytest.mark.parametrize("text, message", [

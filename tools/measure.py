@@ -1,4 +1,5 @@
-"""Peak resident memory of a command, measured by the kernel (``wait4``), for tests and benchmarks."""
+"""Peak resident memory of a command, measured by the kernel (``wait4``), optionally under a memory cap,
+for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -10,27 +11,65 @@ import tempfile
 from typing import Sequence
 
 # Linux keeps ru_maxrss across execve, and a forked child starts as a copy of its parent: a command
-# started straight from a large process (pytest with data loaded) would report the parent's size.
-# A small launcher forks the command from its own small image and reports the command's rusage.
+# started straight from a large process (pytest after a few hundred tests: 320 MB) reports the parent's
+# size. A small launcher forks the command from its own small image, applies the cap in the child,
+# watches it and reports the command's own rusage.
 _LAUNCHER = """
-import json, os, sys
+import json, os, resource, signal, sys, time
+report, data_mb, kill_mb, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
 pid = os.fork()
 if pid == 0:
-    os.execvp(sys.argv[2], sys.argv[2:])
-_, status, usage = os.wait4(pid, 0)
-with open(sys.argv[1], "w") as f:
-    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss}, f)
+    if data_mb:
+        resource.setrlimit(resource.RLIMIT_DATA, (data_mb << 20, data_mb << 20))
+    os.execvp(sys.argv[5], sys.argv[5:])
+
+def resident_mb():
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:")), 0.0)
+    except OSError:
+        return 0.0
+
+killed, deadline = None, time.monotonic() + timeout
+while True:
+    done, status, usage = os.wait4(pid, os.WNOHANG if kill_mb or timeout else 0)
+    if done:
+        break
+    if killed is None:
+        rss = resident_mb()
+        if kill_mb and rss > kill_mb:
+            killed = f"resident {rss:.0f} MB"
+        elif timeout and time.monotonic() > deadline:
+            killed = f"still running after {timeout:g} s"
+        if killed:
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.01)
+with open(report, "w") as f:
+    json.dump({"code": os.waitstatus_to_exitcode(status), "maxrss_kb": usage.ru_maxrss, "killed": killed}, f)
 """
+
+
+def run_measured(cmd: Sequence[str], env: dict | None = None, *, data_limit_mb: int = 0, kill_above_mb: float = 0,
+                 timeout: float = 0) -> subprocess.CompletedProcess:
+    """Run ``cmd`` (optionally under ``RLIMIT_DATA`` of ``data_limit_mb``, killed when resident above
+    ``kill_above_mb`` or after ``timeout`` s); the result also carries ``peak_mb`` (the command's own peak
+    resident memory) and ``killed`` (why the watcher killed it, or None)."""
+    with tempfile.TemporaryDirectory() as work:
+        report = os.path.join(work, "rusage.json")
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, report, str(data_limit_mb), str(kill_above_mb),
+                               str(timeout), *map(str, cmd)], capture_output=True, encoding="utf-8",
+                              errors="replace", env={**(os.environ if env is None else env), "OPENBLAS_NUM_THREADS": "1"})
+        if not os.path.exists(report):
+            raise RuntimeError(f"measuring {cmd[0]} failed: {proc.stderr.strip()}")
+        with open(report) as f:
+            usage = json.load(f)
+    result = subprocess.CompletedProcess(list(cmd), usage["code"], proc.stdout, proc.stderr)
+    result.peak_mb = usage["maxrss_kb"] / 1024
+    result.killed = usage["killed"]
+    return result
 
 
 def run_peak_rss(cmd: Sequence[str], env: dict | None = None) -> tuple[int, float, str, str]:
     """Run ``cmd``; return (exit code, its own peak RSS in MB, stdout, stderr)."""
-    with tempfile.TemporaryDirectory() as work:
-        report = os.path.join(work, "rusage.json")
-        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, report, *cmd], capture_output=True, text=True,
-                              env={**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})})
-        if proc.returncode:
-            raise RuntimeError(f"measuring {cmd[0]} failed: {proc.stderr.strip()}")
-        with open(report) as f:
-            usage = json.load(f)
-    return usage["code"], usage["maxrss_kb"] / 1024, proc.stdout, proc.stderr
+    result = run_measured(cmd, {**os.environ, **(env or {})})
+    return result.returncode, result.peak_mb, result.stdout, result.stderr

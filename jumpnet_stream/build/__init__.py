@@ -25,12 +25,12 @@ from ..formats import overlaps, partial_path, remove_output
 from ..npz import read_small_array
 from ..progress import progress_bar
 from ..recording import normalize_keys
-from ..sampling import choose_across
 from ..video import Video
-from .execute import Executor, accounting, check_sizes, survey
+from .execute import Executor, accounting, check_sizes, eligible, frame_accounting, survey
 from .inputs import MANIFEST, OPTION_NAMES, BuildOptions, Session, load_config, pair_directory, pair_files
 from .manifest import InputHashes, Manifest
-from .plan import plan_negatives, plan_positives, plan_set, session_names
+from .plan import plan_frames, plan_positives, plan_set, session_names
+from .split import SPLITS, as_lists, choose_negatives, plan_split
 
 __all__ = ["MANIFEST", "OPTION_NAMES", "BuildOptions", "BuildReport", "Session", "build", "demo", "load_config",
            "pair_directory", "pair_files"]
@@ -52,6 +52,9 @@ class BuildReport:
     removed: list[str] = field(default_factory=list)    # earlier outputs that no longer belong to the build
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
     accounting: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, dict[str, int]] = field(default_factory=dict)  # positives and negatives of each split
+    class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
+    audit: dict[str, Any] = field(default_factory=dict)  # the shortcut audit (quality.audit)
 
 
 def _remove_partials(folder: str) -> None:
@@ -143,7 +146,8 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
                                    for name, s in zip(names, sessions)
                                    if wait or (hashes.done(s.raw) and hashes.done(s.video))]
     report = BuildReport(folder=os.path.abspath(folder))
-    bar = progress_bar(2 * len(sessions) + 3 + options.legacy, "build", unit="stage", quiet=quiet)
+    bar = progress_bar(2 * len(sessions) + 4 + options.legacy * (1 + (options.val_fraction > 0)), "build",
+                       unit="stage", quiet=quiet)
     executor = Executor(folder, manifest, hashes, bar, quiet, recorded=hashed_inputs)
     try:
         with bar:
@@ -153,36 +157,58 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
             surveys = [survey(s.video, executor.output(spec), s.raw, options.radius)
                        for s, spec in zip(sessions, positives)]
             check_sizes(surveys)
-            chosen = choose_across([s["eligible"] for s in surveys], options.negatives, options.seed)
-            negatives = plan_negatives(sessions, surveys, chosen, options)
-            for spec in negatives:
+            split = plan_split(surveys, options.val_fraction, options.seed, options.radius)
+            zones = split["zones"]
+            pools = [{name: eligible(s, z[name], options.radius, options.held_frames) for name in SPLITS}
+                     for s, z in zip(surveys, zones)]
+            chosen = choose_negatives(pools, surveys, zones, total=options.negatives, ratio=options.negative_ratio,
+                                      multiplier=options.multiplier, keep_unreleased=options.keep_unreleased,
+                                      seed=options.seed)
+            frames = plan_frames(sessions, positives, surveys, zones, chosen, options)
+            for spec in frames:
                 executor.run(spec)
-            final = os.path.join(folder, "final.npz")
-            if not options.legacy and os.path.lexists(final):  # an earlier build's: it no longer belongs
-                remove_output(final)
-                report.removed.append("final.npz")
-            for spec in plan_set(positives, negatives, options):
+            splits = tuple(name for name in SPLITS if name == "train" or any(len(z[name]) for z in zones))
+            finals = {"final.npz"} | {f"final-{name}.npz" for name in splits if name != "train"}
+            for stale in ("final.npz", *(f"final-{name}.npz" for name in SPLITS if name != "train")):
+                if os.path.lexists(os.path.join(folder, stale)) and (not options.legacy or stale not in finals):
+                    remove_output(os.path.join(folder, stale))  # an earlier build's: it no longer belongs
+                    report.removed.append(stale)
+            for spec in plan_set(frames, options, splits):
                 executor.run(spec)
         hashed_inputs(wait=True)
     finally:
         hashes.close()
 
     counts = executor.counts
+    names = session_names(sessions)
     report.ran, report.reused, report.seconds = executor.ran, executor.reused, executor.seconds
-    report.accounting = accounting(counts, names, options.multiplier)
+    frame_counts = [frame_accounting(s, z, options.radius, options.held_frames, counts[f"frames {name}"])
+                    for s, z, name in zip(surveys, zones, names)]
+    report.accounting = accounting(counts, names, frame_counts, options.multiplier)
     report.samples = counts["dataset"]["samples"]
     report.positives = report.accounting["dataset"]["positives"]
     report.negatives = report.accounting["dataset"]["negatives"]
+    report.splits = report.accounting["dataset"]["splits"]
+    report.class_weights = counts["dataset"]["class_weights"]
+    report.audit = counts["audit"]
     manifest.keep_only(executor.order)
-    outputs = {name: counts[stage] for name, stage in (("dataset.zarr", "dataset"), ("final.npz", "final"))
-               if stage in counts}
+    outputs = {spec.outputs[0]: counts[spec.name] for spec in plan_set(frames, options, splits)
+               if spec.outputs and not spec.outputs[0].startswith("work")}
     manifest.data["outputs"] = outputs
-    for name, stage in (("dataset.zarr", "dataset"), ("final.npz", "final")):
-        if name in outputs:
-            (report.wrote if stage in report.ran else report.unchanged).append(name)
+    for name in outputs:
+        stage = next(spec.name for spec in plan_set(frames, options, splits) if spec.outputs and spec.output == name)
+        (report.wrote if stage in report.ran else report.unchanged).append(name)
     report.wrote.append(MANIFEST)
+    manifest.data["split"] = {"mode": split["mode"], "gap": split["gap"], "val_fraction": options.val_fraction,
+                              "recordings": {name: {part: as_lists(z[part]) for part in SPLITS}
+                                             for name, z in zip(names, zones)}}
     manifest.data["accounting"] = report.accounting
+    manifest.data["audit"] = report.audit
     manifest.save()
+    from ..viewer.report import REPORT, write_report  # the viewer's parts read build records: imported late
+
+    write_report(folder)  # the plots, the accounting and a contact sheet, in one file that opens offline
+    report.wrote.append(REPORT)
     return report
 
 

@@ -15,12 +15,15 @@ import numpy as np
 from ..chunk import Chunk
 from ..errors import JumpnetError
 from ..formats import disk_size, open_dataset
+from ..history import attach
+from ..quality import audit
 from ..runner import described, run_stage
 from ..sampling import Frames
 from ..stages.augment import AugmentOptions, augment
 from ..stages.export import export
 from ..stages.merge import merge, merged_chunks, union_keys
-from ..stages.negatives import check_fits, write_negatives
+from ..stages.frames import recording_frames
+from ..stages.negatives import check_fits, held
 from ..stages.preprocess import preprocess
 from ..video import Video
 from .manifest import InputHashes, Manifest, fingerprint
@@ -38,18 +41,15 @@ def _preprocess(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
                        "release_without_press": result.release_without_press, "malformed": result.malformed}}
 
 
-def _negatives(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
-    wanted = spec.parameters["frames"]
-    clip = Video(spec.paths["video"])
-    written = write_negatives(clip, os.path.join(folder, spec.output), select=set(wanted).__contains__,
-                              stop_after=wanted[-1] if wanted else -1, keys=spec.parameters["keys"],
-                              size=tuple(spec.parameters["size"]), overwrite=True, quiet=quiet,
-                              strict=spec.parameters["strict"], parameters=spec.parameters,
-                              inputs=[described(spec.paths["video"])])
-    frames, eligible = spec.paths["frame_count"], spec.paths["eligible"]
-    return {"frames_claimed": spec.paths["claimed"], "frames": frames, "frames_read": clip.frames_read,
-            "excluded_near_positive": frames - eligible, "eligible": eligible, "chosen": len(wanted),
-            "not_chosen": eligible - len(wanted), "written": written, "chosen_past_end": len(wanted) - written}
+def _frames(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
+    p = spec.parameters
+    return recording_frames(spec.paths["video"], os.path.join(folder, spec.paths["positives"]),
+                            os.path.join(folder, spec.outputs[0]), os.path.join(folder, spec.outputs[1]),
+                            chosen=p["chosen"], zones=p["zones"], size=tuple(p["size"]),
+                            positive_images=p["positive_images"], mask=p["mask"], strict=p["strict"],
+                            history=tuple(p.get("history", (0, 1))),
+                            history_out=os.path.join(folder, spec.outputs[2]) if len(spec.outputs) > 2 else None,
+                            quiet=quiet)
 
 
 def _drop_unreleased(chunks: Iterator[Chunk], dropped: list[int]) -> Iterator[Chunk]:
@@ -89,25 +89,65 @@ def _augment(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
                           AugmentOptions(**spec.parameters), overwrite=True, quiet=quiet))
 
 
+def class_weights(datasets: list[Any]) -> dict[str, dict[str, float]]:
+    """Per split, each class's weight: inverse frequency, ``samples / (2 x samples of the class)``, so both
+    classes weigh the same in total (1 where a split has one class only)."""
+    counts: dict[str, dict[float, int]] = {}
+    for dataset in datasets:
+        columns = dataset.columns(["split", "label"])
+        for split, label in zip(columns["split"], columns["label"]):
+            counts.setdefault(str(split), {0.0: 0, 1.0: 0})[float(label)] += 1
+    weights = {}
+    for split, by_class in counts.items():
+        total = sum(by_class.values())
+        both = all(by_class.values())
+        weights[split] = {("positive" if label else "negative"): (total / (2 * n) if both else 1.0)
+                          for label, n in by_class.items()}
+    return weights
+
+
 def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
     out = os.path.join(folder, spec.output)
-    result = merge([os.path.join(folder, p) for p in spec.paths["inputs"]], out, shuffle=True,
-                   seed=spec.parameters["seed"], overwrite=True, quiet=quiet)
-    return {"samples": result.written, "keys": result.keys, "image_shape": list(open_dataset(out).image_shape),
-            "bytes": disk_size(out)}
+    inputs = [os.path.join(folder, p) for p in spec.paths["inputs"]]
+    weights = class_weights([open_dataset(p) for p in inputs])
+
+    def weighted(chunk: Chunk) -> Chunk:
+        table = {(split, label): weights[split]["positive" if label else "negative"] for split in weights
+                 for label in (0.0, 1.0)}
+        values = np.array([table[(str(s), float(l))] for s, l in zip(chunk["split"], chunk["label"])], np.float32)
+        return Chunk({**chunk.columns, "weight": values})
+
+    result = merge(inputs, out, shuffle=True, seed=spec.parameters["seed"], overwrite=True, quiet=quiet,
+                   transform=weighted)
+    history = {}
+    if "history" in spec.parameters:
+        count, stride = spec.parameters["history"]
+        stored = attach(out, [os.path.join(folder, p) for p in spec.paths["history"]], count, stride)
+        history = {"history": {"frames": count, "stride": stride, "stored": stored}}
+    dataset = open_dataset(out)
+    columns = dataset.columns(["split", "label"])
+    splits = {split: {"positives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 1))),
+                      "negatives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 0)))}
+              for split in sorted(set(columns["split"].tolist()))}
+    return {"samples": result.written, "keys": result.keys, "image_shape": list(dataset.image_shape),
+            "bytes": disk_size(out), "splits": splits, "class_weights": weights, **history}
+
+
+def _audit(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
+    return audit(open_dataset(os.path.join(folder, spec.paths["input"])), seed=spec.parameters["seed"]).counts()
 
 
 def _final(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
-    hold, key = spec.parameters["hold"], spec.parameters["hold_key"]
+    hold, key, split = spec.parameters["hold"], spec.parameters["hold_key"], spec.parameters["split"]
     result = export(os.path.join(folder, spec.paths["input"]), os.path.join(folder, spec.output), hold=hold,
-                    hold_key=key, overwrite=True, quiet=quiet)
+                    hold_key=key, split=split, overwrite=True, quiet=quiet)
     return {"samples": result.samples, "bytes": result.bytes, "image_dtype": "float32", "hold": hold,
-            "hold_key": key if hold == "scalar" else None}
+            "hold_key": key if hold == "scalar" else None, "split": split}
 
 
 STAGES: dict[str, Callable[[StageSpec, str, bool], dict[str, Any]]] = {
-    "preprocess": _preprocess, "negatives": _negatives, "positives": _positives, "augment": _augment,
-    "dataset": _dataset, "final": _final}
+    "preprocess": _preprocess, "frames": _frames, "positives": _positives, "augment": _augment,
+    "dataset": _dataset, "audit": _audit, "final": _final}
 
 
 def run_spec(spec: StageSpec, folder: str, quiet: bool = True) -> dict[str, Any]:
@@ -116,16 +156,26 @@ def run_spec(spec: StageSpec, folder: str, quiet: bool = True) -> dict[str, Any]
 
 
 def survey(video: str, positives: str, keylog: str, radius: int) -> dict[str, Any]:
-    """What the choice of negatives needs of one recording: its frame count (the container's, or counted),
-    its eligible frames (more than ``radius`` from every positive), its image size and keys."""
+    """What the split and the choice of negatives need of one recording: its frame count (the container's, or
+    counted), its positives' presses, releases and whether each was released, its image size and keys."""
     dataset = open_dataset(positives)
     clip = Video(video)
-    frame_indices = dataset.column("frame_index")
-    check_fits(clip, frame_indices, keylog, radius)
-    frames = clip.frame_count()
-    eligible = Frames.all(frames).minus(Frames.around(frame_indices, radius))
-    return {"frames": frames, "claimed": clip.claimed_frames, "eligible": eligible, "eligible_count": len(eligible),
+    small = dataset.columns(["frame_index", "release_index", "hold_duration"])
+    check_fits(clip, small["frame_index"], keylog, radius)
+    return {"frames": clip.frame_count(), "claimed": clip.claimed_frames, "presses": small["frame_index"],
+            "releases": small["release_index"], "released": ~np.isnan(small["hold_duration"]).any(axis=1),
             "size": tuple(dataset.image_shape[:2]), "keys": dataset.keys}
+
+
+def eligible(survey: dict[str, Any], zone: Frames, radius: int, held_frames: str) -> Frames:
+    """A zone's frames that may be negatives: more than ``radius`` from every press and, unless
+    ``held_frames`` is "negative", outside every jump (press to release; to the end if never released)."""
+    near = Frames.around(survey["presses"], radius)
+    if held_frames == "negative":
+        return zone.minus(near)
+    jumps = held(survey["presses"], survey["releases"], ~survey["released"], survey["frames"])
+    return zone.minus(Frames.spans(np.concatenate([near.starts, jumps.starts]),
+                                   np.concatenate([near.stops, jumps.stops])))
 
 
 class Executor:
@@ -151,7 +201,7 @@ class Executor:
     def run(self, spec: StageSpec) -> dict[str, Any]:
         self.bar.set_description(f"build: {spec.name}")
         self.order.append(spec.name)
-        outputs = [os.path.join(self.folder, spec.output)]
+        outputs = [os.path.join(self.folder, output) for output in spec.outputs]
         done = self.manifest.finished(spec.name, lambda: self.fingerprint(spec), outputs)
         if done is not None:
             self.reused.append(spec.name)
@@ -163,7 +213,7 @@ class Executor:
             self.seconds[spec.name] = round(time.perf_counter() - start, 3)
             self.ran.append(spec.name)
             self.recorded()
-            self.manifest.record(spec.name, {"fingerprint": self.fingerprint(spec), "outputs": [spec.output],
+            self.manifest.record(spec.name, {"fingerprint": self.fingerprint(spec), "outputs": list(spec.outputs),
                                              "counts": self.counts[spec.name]})
         self.prints[spec.name] = self.fingerprint(spec)
         self.bar.update(1)
@@ -173,25 +223,41 @@ class Executor:
         return os.path.join(self.folder, spec.output)
 
 
-def accounting(counts: dict[str, dict], names: list[str], multiplier: int) -> dict[str, Any]:
+def frame_accounting(survey: dict[str, Any], zone: dict[str, Frames], radius: int, held_frames: str,
+                     frames_counts: dict[str, Any]) -> dict[str, int]:
+    """Where every frame of a recording went: near a press, held (inside a jump), in the gap between the
+    splits, chosen (written, or past the video's end) or not chosen; the parts add up to its frames."""
+    everything = Frames.all(survey["frames"])
+    near = Frames.around(survey["presses"], radius, survey["frames"])
+    held = everything.minus(near).minus(eligible(survey, everything, radius, held_frames))
+    zones = Frames.spans(np.concatenate([z.starts for z in zone.values()]),
+                         np.concatenate([z.stops for z in zone.values()]))
+    gap = everything.minus(zones).minus(near).minus(held)
+    chosen = sum(frames_counts["chosen"].values())
+    pool = sum(len(eligible(survey, z, radius, held_frames)) for z in zone.values())
+    written = sum(frames_counts["written"].values())
+    return {"frames": survey["frames"], "near_positive": len(near), "held": len(held), "in_gap": len(gap),
+            "not_chosen": pool - chosen, "chosen_past_end": chosen - written, "negatives": written}
+
+
+def accounting(counts: dict[str, dict], names: list[str], frames: list[dict[str, int]],
+               multiplier: int) -> dict[str, Any]:
     """Where every event and every frame went, and the sums that tie them to the output."""
     positives, dataset = counts["positives"], counts["dataset"]
     recordings = {}
-    for name in names:
-        pre, neg = counts[f"preprocess {name}"], counts[f"negatives {name}"]
-        recordings[name] = {
-            "events": {"total": pre["total"], **pre["events"]},
-            "positives": pre["positives"],
-            "frames": {"frames": neg["frames"], "excluded_near_positive": neg["excluded_near_positive"],
-                       "not_chosen": neg["not_chosen"], "chosen_past_end": neg["chosen_past_end"],
-                       "negatives": neg["written"]},
-        }
-    negatives = sum(r["frames"]["negatives"] for r in recordings.values())
-    augmented = positives["out"] * (1 + multiplier)
+    for name, frame_counts in zip(names, frames):
+        pre, fr = counts[f"preprocess {name}"], counts[f"frames {name}"]
+        recordings[name] = {"events": {"total": pre["total"], **pre["events"]}, "positives": pre["positives"],
+                            "positives_in_gap": fr["positives_in_gap"], "frames": frame_counts}
+    splits = dataset.get("splits", {})
     return {"recordings": recordings,
-            "positives": {"from_recordings": positives["in"], "dropped_unreleased": positives["dropped_unreleased"],
-                          "kept": positives["out"], "with_augmented_copies": augmented},
-            "dataset": {"positives": augmented, "negatives": negatives, "samples": dataset["samples"]}}
+            "positives": {"from_recordings": sum(r["positives"] for r in recordings.values()),
+                          "dropped_in_gap": sum(r["positives_in_gap"] for r in recordings.values()),
+                          "dropped_unreleased": positives["dropped_unreleased"], "kept": positives["out"],
+                          "augmented_copies": counts["augment"]["copies"], "multiplier": multiplier},
+            "dataset": {"positives": sum(s["positives"] for s in splits.values()),
+                        "negatives": sum(s["negatives"] for s in splits.values()), "samples": dataset["samples"],
+                        "splits": splits}}
 
 
 def check_sizes(surveys: list[dict[str, Any]]) -> None:

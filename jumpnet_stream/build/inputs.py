@@ -12,9 +12,12 @@ from ..errors import JumpnetError
 from ..formats.legacy_npz import HOLDS
 from ..stages.augment import check_multiplier
 from ..stages.negatives import check_radius
+from ..stages.frames import POSITIVE_IMAGES
 from ..stages.preprocess import PAIRINGS
 
 MANIFEST = "manifest.json"
+HELD_FRAMES = ("exclude", "negative")
+MAX_RATIO = 1000
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov")
 
 
@@ -28,6 +31,10 @@ class Session:
     @property
     def name(self) -> str:
         return os.path.splitext(os.path.basename(self.raw))[0]
+
+
+MAX_HISTORY = 32          # frames of history per sample: 32 x 154 KB is 5 MB a sample as read
+MAX_HISTORY_STRIDE = 3600  # a minute at 60 fps between history frames
 
 
 @dataclass(frozen=True)
@@ -44,11 +51,21 @@ class BuildOptions:
     legacy: bool = True            # also write final.npz (the seed's format)
     hold: str = "scalar"           # final.npz: the jump key's hold as a 0-d array, or the seed's vector
     strict: bool = False           # a video that ends before its container's count is an error, not a warning
+    held_frames: str = "exclude"   # frames while the jump key is held: left out, or (seed) negatives
+    val_fraction: float = 0.0      # the share that validates: whole recordings, or blocks of each (0: none)
+    negative_ratio: float | None = None  # negatives = ratio x positives (after augmentation), per split
+    positive_images: str = "video"  # positives' images: the video frame at the press (label masked), or keylog
+    history: int = 0               # video frames before each sample stored with it (0: none)
+    history_stride: int = 1        # frames between them
 
     def __post_init__(self) -> None:
         for name in ("multiplier", "negatives", "radius"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise JumpnetError(None, f"{name} must be a whole number, 0 or more, not {getattr(self, name)!r}")
+        for name, least, most in (("history", 0, MAX_HISTORY), ("history_stride", 1, MAX_HISTORY_STRIDE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+                raise JumpnetError(None, f"{name} must be a whole number between {least} and {most}, not {value!r}")
         check_radius(self.radius)
         check_multiplier(self.multiplier)
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
@@ -59,6 +76,24 @@ class BuildOptions:
             raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {self.pairing!r}")
         if self.hold not in HOLDS:
             raise JumpnetError(None, f"hold must be one of {', '.join(HOLDS)}, not {self.hold!r}")
+        if self.held_frames not in HELD_FRAMES:
+            raise JumpnetError(None, f"held_frames must be one of {', '.join(HELD_FRAMES)}, not {self.held_frames!r}")
+        if self.positive_images not in POSITIVE_IMAGES:
+            raise JumpnetError(None, f"positive_images must be one of {', '.join(POSITIVE_IMAGES)}, "
+                                     f"not {self.positive_images!r}")
+        if isinstance(self.val_fraction, bool) or not isinstance(self.val_fraction, (int, float)) \
+                or not 0 <= self.val_fraction < 1:
+            raise JumpnetError(None, f"val_fraction must be at least 0 and below 1, not {self.val_fraction!r}")
+        if self.negative_ratio is not None and (isinstance(self.negative_ratio, bool)
+                                                or not isinstance(self.negative_ratio, (int, float))
+                                                or not 0 < self.negative_ratio <= MAX_RATIO):
+            raise JumpnetError(None, f"negative_ratio must be above 0 and at most {MAX_RATIO}, "
+                                     f"not {self.negative_ratio!r}")
+
+    @property
+    def mask(self) -> bool:
+        """Images from the video carry the recorder's key label on press frames: masked in both classes."""
+        return self.positive_images == "video"
 
 
 OPTION_NAMES = tuple(f.name for f in fields(BuildOptions))
@@ -141,9 +176,10 @@ def load_config(path: str | os.PathLike) -> tuple[list[Session], dict[str, Any]]
         raise JumpnetError(path, f"unknown setting(s) {', '.join(sorted(unknown))}: known are "
                                  f"{', '.join(OPTION_NAMES + ('output', 'recording', 'directories'))}")
     types = {f.name: f.type for f in fields(BuildOptions)}
+    kinds = {"int": ((int,), "a whole number"), "bool": ((bool,), "true or false"), "str": ((str,), "a string"),
+             "float": ((int, float), "a number"), "float | None": ((int, float), "a number")}
     for name, value in config.items():
-        expected = {"int": int, "bool": bool, "str": str}.get(types.get(name, "str"), str)
-        if type(value) is not expected:  # bool is an int, and an int is no bool: the exact type
-            kind = {int: "a whole number", bool: "true or false", str: "a string"}[expected]
+        allowed, kind = kinds.get(types.get(name, "str"), kinds["str"])
+        if type(value) not in allowed:  # bool is an int, and an int is no bool: the exact type
             raise JumpnetError(path, f"setting {name} must be {kind}, not {value!r}")
     return recordings, config

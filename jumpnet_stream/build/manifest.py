@@ -64,7 +64,7 @@ class Manifest:
     accounting. Rewritten atomically after every stage, so an interrupted build loses at most the
     stage it was in."""
 
-    ORDER = ("tool", "options", "inputs", "stages", "outputs", "accounting")
+    ORDER = ("tool", "options", "inputs", "stages", "outputs", "split", "accounting", "audit")
 
     def __init__(self, folder: str, fresh: bool = False):
         self.path = os.path.join(folder, MANIFEST)

@@ -2,11 +2,11 @@
 
 A spec names its stage, the function that runs it (``kind``), the parameters that decide its output, where
 its inputs are (``paths``: not part of its fingerprint, so a moved recording is not rebuilt), the input files
-whose content it depends on, the specs whose outputs it reads, and its output, named by what decides it (its
-kind, parameters and recording) rather than by its position, so adding a recording changes no other
+whose content it depends on, the specs whose outputs it reads, and its outputs, named by what decides them
+(its kind, parameters and recording) rather than by its position, so adding a recording changes no other
 recording's outputs. The plan comes in three parts, because what the later parts choose depends on what the
-first found: each recording's positives, then each recording's negatives (the frames chosen over all
-recordings), then the set.
+first found: each recording's positives; then each recording's frames (its negatives, chosen over all
+recordings, and its positives with their split and, by default, their images from the video); then the set.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 
 from ..stages.augment import AugmentOptions
 from .inputs import BuildOptions, Session
+from .split import as_lists
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,12 @@ class StageSpec:
     paths: dict[str, Any] = field(default_factory=dict)
     inputs: tuple[str, ...] = ()
     upstream: tuple[str, ...] = ()
-    output: str = ""
+    outputs: tuple[str, ...] = ()
+
+    @property
+    def output(self) -> str:
+        """The main output (what a later stage reads)."""
+        return self.outputs[0]
 
 
 def session_names(sessions: list[Session]) -> list[str]:
@@ -59,40 +65,50 @@ def plan_positives(sessions: list[Session], options: BuildOptions) -> list[Stage
     for session, name in zip(sessions, session_names(sessions)):
         parameters = {"key": options.key, "pairing": options.pairing}
         specs.append(StageSpec(f"preprocess {name}", "preprocess", parameters, {"raw": os.path.abspath(session.raw)},
-                               inputs=(session.raw,), output=_output("positives", name, parameters)))
+                               inputs=(session.raw,), outputs=(_output("positives", name, parameters),)))
     return specs
 
 
-def plan_negatives(sessions: list[Session], surveys: list[dict[str, Any]], chosen: list[np.ndarray],
-                   options: BuildOptions) -> list[StageSpec]:
-    """Part 2: each recording's chosen frames into negatives. ``surveys``: what :func:`execute.survey` found
-    of each recording (its frame count, eligible frames, image size and keys)."""
+def plan_frames(sessions: list[Session], positives: list[StageSpec], surveys: list[dict[str, Any]],
+                zones: list[dict[str, Any]], chosen: list[dict[str, np.ndarray]],
+                options: BuildOptions) -> list[StageSpec]:
+    """Part 2: each recording's frames: its chosen negatives and its positives, with their splits."""
     specs = []
-    for session, name, survey, frames in zip(sessions, session_names(sessions), surveys, chosen):
-        parameters = {"frames": [int(f) for f in frames], "size": list(survey["size"]), "keys": survey["keys"],
-                      "strict": options.strict}
+    for session, name, spec, survey, zone, frames in zip(sessions, session_names(sessions), positives, surveys,
+                                                         zones, chosen):
+        parameters = {"chosen": {split: [int(f) for f in listed] for split, listed in frames.items()},
+                      "zones": {split: as_lists(z) for split, z in zone.items()}, "size": list(survey["size"]),
+                      "positive_images": options.positive_images, "mask": options.mask, "strict": options.strict}
+        if options.history:
+            parameters["history"] = [options.history, options.history_stride]
+        history = (_output("history", name, parameters),) if options.history else ()
         specs.append(StageSpec(
-            f"negatives {name}", "negatives", parameters,
-            {"video": os.path.abspath(session.video), "frame_count": survey["frames"],
-             "claimed": survey["claimed"], "eligible": survey["eligible_count"]},
-            inputs=(session.video,), output=_output("negatives", name, parameters)))
+            f"frames {name}", "frames", parameters, {"video": os.path.abspath(session.video),
+                                                     "positives": spec.output},
+            inputs=(session.video,), upstream=(spec.name,),
+            outputs=(_output("negatives", name, parameters), _output("positive-frames", name, parameters), *history)))
     return specs
 
 
-def plan_set(positives: list[StageSpec], negatives: list[StageSpec], options: BuildOptions) -> list[StageSpec]:
-    """Part 3: the positives together, augmented, merged with the negatives and shuffled; the legacy export."""
+def plan_set(frames: list[StageSpec], options: BuildOptions, splits: tuple[str, ...]) -> list[StageSpec]:
+    """Part 3: the positives together, augmented (training ones), merged with the negatives, shuffled and
+    weighted; the shortcut audit; the legacy export of each split."""
     merged = {"keep_unreleased": options.keep_unreleased}
     augment = asdict(AugmentOptions(multiplier=options.multiplier, seed=options.seed))
-    specs = [
-        StageSpec("positives", "positives", merged, {"inputs": [s.output for s in positives]},
-                  upstream=tuple(s.name for s in positives), output=_output("positives", "all", merged)),
-    ]
+    specs = [StageSpec("positives", "positives", merged, {"inputs": [s.outputs[1] for s in frames]},
+                       upstream=tuple(s.name for s in frames), outputs=(_output("positives", "all", merged),))]
     specs.append(StageSpec("augment", "augment", augment, {"input": specs[0].output}, upstream=("positives",),
-                           output=_output("augmented", "all", augment)))
-    specs.append(StageSpec("dataset", "dataset", {"seed": options.seed},
-                           {"inputs": [specs[1].output, *(s.output for s in negatives)]},
-                           upstream=("augment", *(s.name for s in negatives)), output="dataset.zarr"))
+                           outputs=(_output("augmented", "all", augment),)))
+    history = {"history": [options.history, options.history_stride]} if options.history else {}
+    specs.append(StageSpec("dataset", "dataset", {"seed": options.seed, **history},
+                           {"inputs": [specs[1].output, *(s.outputs[0] for s in frames)],
+                            "history": [s.outputs[2] for s in frames if len(s.outputs) > 2]},
+                           upstream=("augment", *(s.name for s in frames)), outputs=("dataset.zarr",)))
+    specs.append(StageSpec("audit", "audit", {"seed": options.seed}, {"input": "dataset.zarr"}, upstream=("dataset",)))
     if options.legacy:
-        specs.append(StageSpec("final", "final", {"hold": options.hold, "hold_key": options.key},
-                               {"input": "dataset.zarr"}, upstream=("dataset",), output="final.npz"))
+        for split in splits:
+            name = "final" if split == "train" else f"final {split}"
+            specs.append(StageSpec(name, "final", {"hold": options.hold, "hold_key": options.key, "split": split},
+                                   {"input": "dataset.zarr"}, upstream=("dataset",),
+                                   outputs=("final.npz" if split == "train" else f"final-{split}.npz",)))
     return specs

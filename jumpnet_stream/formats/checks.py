@@ -21,7 +21,7 @@ MAX_CHUNK_BYTES = 64 << 20
 #: million samples or so (an hour of video at 30 fps is 108,000 frames).
 MAX_SMALL_BYTES = 128 << 20
 _TEXT_ITEM = 16  # bytes per string counted for a chunk of text (a pointer and a short string)
-_KIND_NAMES = {"f": "float", "iu": "integer", "UOST": "text"}
+_KIND_NAMES = {"f": "float", "iu": "integer", "UOST": "text", "b": "boolean"}
 
 
 def check_keys(path: str, keys: object) -> list[str]:

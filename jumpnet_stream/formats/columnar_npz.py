@@ -56,6 +56,7 @@ class ColumnarNpzWriter:
         self.rows = 0
 
     def write(self, chunk: Chunk) -> None:
+        chunk = complete(chunk.columns, len(self.keys))  # a field the caller's chunk lacks: its default
         if self.rows + len(chunk) > self.expected:
             raise ValueError("more rows than announced")
         images = chunk["image"]

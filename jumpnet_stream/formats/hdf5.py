@@ -119,6 +119,7 @@ class H5DatasetWriter:
                                       dtype=dtype, chunks=(rows, *column.shape[1:]), compression="lzf")
 
     def write(self, chunk: Chunk) -> None:
+        chunk = complete(chunk.columns, len(self.keys))  # a field the caller's chunk lacks: its default
         if not len(chunk):
             return
         if "image" not in self._file:

@@ -86,7 +86,7 @@ class ZarrDatasetWriter:
             self._arrays[field.name] = self._group.create_array(
                 field.name, shape=(0, *shape), dtype=str if field.text else field.dtype, chunks=(rows, *shape),
                 compressors=codec, config=_ARRAY_CONFIG, chunk_key_encoding=_KEY_ENCODING,
-                fill_value="" if field.text else 0)
+                fill_value="" if field.text else False if field.dtype == "bool" else 0)
 
     @property
     def rows(self) -> int:
@@ -94,6 +94,7 @@ class ZarrDatasetWriter:
         return self._flushed + self._pending_rows
 
     def write(self, chunk: Chunk) -> None:
+        chunk = complete(chunk.columns, len(self.keys))  # a field the caller's chunk lacks: its default
         if not len(chunk):
             return
         if not self._arrays:

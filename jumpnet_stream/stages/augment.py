@@ -1,4 +1,4 @@
-"""Stage 3, augment: every original kept unchanged, plus ``multiplier`` augmented copies.
+"""Stage 3, augment: every original kept unchanged, plus ``multiplier`` augmented copies of each training sample.
 
 Output order is per sample: the original, then its copies 1..multiplier, so the result does not
 depend on chunking. Copy ``k`` of the sample at row ``i`` of the input depends only on (seed, i, k).
@@ -59,15 +59,24 @@ class AugmentReport:
 
 
 def augment_chunks(chunks: Iterable[Chunk], options: AugmentOptions) -> Iterator[Chunk]:
-    """Sample chunks in, chunks of originals interleaved with their augmented copies out."""
-    per = options.multiplier + 1
+    """Sample chunks in, chunks of originals each followed by its augmented copies out. Only training samples
+    are augmented: a validation sample (``split`` "val") stays a single original, so no copy of it can
+    reach the training part. Copies are marked (``augmented``, ``copy`` 1..multiplier)."""
     offset = 0
     for chunk in chunks:
         n = len(chunk)
-        copies = augment_images(chunk["image"], np.arange(offset, offset + n), options.multiplier, options.seed,
-                                **options.probabilities())
-        images = np.concatenate([chunk["image"][:, None], copies], axis=1).reshape(n * per, *chunk["image"].shape[1:])
-        columns = {name: np.repeat(column, per, axis=0) for name, column in chunk.columns.items() if name != "image"}
+        train = chunk["split"] != "val" if "split" in chunk.fields else np.ones(n, bool)
+        rows = np.flatnonzero(train)
+        copies = augment_images(np.ascontiguousarray(chunk["image"][rows]), offset + rows, options.multiplier,
+                                options.seed, **options.probabilities())
+        counts = np.where(train, options.multiplier + 1, 1)
+        source = np.repeat(np.arange(n), counts)
+        number = np.arange(len(source)) - np.repeat(np.cumsum(counts) - counts, counts)  # 0 for the original
+        images = np.empty((len(source), *chunk["image"].shape[1:]), np.uint8)
+        images[number == 0] = chunk["image"]
+        images[number > 0] = copies.reshape(-1, *chunk["image"].shape[1:])
+        columns = {name: column[source] for name, column in chunk.columns.items() if name != "image"}
+        columns.update(augmented=number > 0, copy=number.astype(np.int32))
         yield Chunk({"image": images, **columns})
         offset += n
 
@@ -78,16 +87,16 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
     input, output = os.fspath(input), os.fspath(output)
     check_output(output, overwrite, inputs=[input])
     dataset = open_dataset(input)
-    report = AugmentReport(originals=len(dataset), copies=len(dataset) * options.multiplier)
+    report = AugmentReport(originals=len(dataset))
     per = options.multiplier + 1  # output chunks stay about DEFAULT_ROWS samples, whatever the multiplier
 
     def counts(rows: int) -> dict:
-        report.written = rows
+        report.written, report.copies = rows, rows - report.originals
         return asdict(report)
 
     run_stage(augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options), output, keys=dataset.keys,
               stage="augment", parameters=asdict(options), inputs=[described(input, samples=len(dataset))],
-              counts=counts, history=dataset.provenance, advance=lambda chunk: len(chunk) // per,
+              counts=counts, history=dataset.provenance, advance=lambda chunk: int(np.count_nonzero(~chunk["augmented"])),
               bar=progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet),
               image_shape=dataset.image_shape, jump_key=jump_key(dataset.provenance), overwrite=overwrite)
     return report

@@ -21,6 +21,7 @@ ENTRY_OVERHEAD = 1024  # bytes per legacy entry beside its image, once unpickled
 class ExportReport:
     samples: int = 0
     bytes: int = 0
+    excluded: int = 0  # samples a marks file (``exclude``) left out
 
 
 def legacy_load_bytes(samples: int, image_shape: tuple[int, ...], image_dtype: str) -> int:
@@ -30,33 +31,47 @@ def legacy_load_bytes(samples: int, image_shape: tuple[int, ...], image_dtype: s
 
 def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str | None = None,
            image_dtype: str | None = None, hold: str | None = None, hold_key: str | None = None,
-           image_rows: int | None = None, keys: list[str] | None = None, force: bool = False,
-           overwrite: bool = False, quiet: bool = True) -> ExportReport:
+           image_rows: int | None = None, keys: list[str] | None = None, split: str | None = None,
+           exclude: str | os.PathLike | None = None, force: bool = False, overwrite: bool = False,
+           quiet: bool = True) -> ExportReport:
     """Copy ``input`` to ``output`` in the format its extension (and ``layout`` for .npz) names; the other
     options are that format's (an option it does not have is refused).
 
     A legacy .npz keeps one hold per sample by default (``hold="scalar"``): ``hold_key``'s, by default
     the jump key the dataset was built for (from its provenance) or its only key. ``keys`` names the
-    keys of an input that holds none (the original scripts' files)."""
+    keys of an input that holds none (the original scripts' files). ``split``: only the samples of this
+    split ("train", "val"). ``exclude``: a marks file (the viewer's ``NAME.marks.json``) whose samples are
+    left out, counted in the provenance."""
     input, output = os.fspath(input), os.fspath(output)
-    check_output(output, overwrite, inputs=[input])
+    check_output(output, overwrite, inputs=[input, *([exclude] if exclude is not None else [])])
     fmt = format_for(output, layout)
     options = options_for(fmt, output, dtype=image_dtype, hold=hold, hold_key=hold_key, rechunk=image_rows)
     dataset = open_dataset(input, keys=keys)
+    keep = np.ones(len(dataset), bool) if split is None else dataset.column("split") == split
+    excluded = 0
+    if exclude is not None:
+        from ..viewer.marks import IDENTITY, load_marks, marked_rows
+
+        marked = marked_rows(dataset.columns(list(IDENTITY)), load_marks(exclude)) & keep
+        excluded = int(marked.sum())
+        keep &= ~marked
+    rows = np.flatnonzero(keep)
     if fmt.layout == "legacy" and not force:
-        need = legacy_load_bytes(len(dataset), dataset.image_shape, options.dtype)
+        need = legacy_load_bytes(len(rows), dataset.image_shape, options.dtype)
         free = available_memory()
         if need > free:
             raise JumpnetError(output, f"the legacy format is loaded whole by the trainer: about {need >> 20} MB, "
                                        f"more than the {free >> 20} MB available here (use --layout columnar, "
                                        ".zarr or .h5, or --force)")
     chosen = jump_key(dataset.provenance) if hold_key is None else hold_key
-    run_stage(dataset.chunks(), output, keys=dataset.keys, stage="export",
+    chunks = dataset.chunks() if len(rows) == len(dataset) else dataset.take(rows)
+    exclusion = {"exclude": described(os.fspath(exclude))} if exclude is not None else {}
+    run_stage(chunks, output, keys=dataset.keys, stage="export",
               parameters={"layout": fmt.layout, "image_dtype": image_dtype, "hold": hold, "hold_key": chosen,
-                          "image_rows": image_rows},
-              inputs=[described(input, samples=len(dataset))], counts=lambda rows: {"samples": rows},
+                          "image_rows": image_rows, "split": split, **exclusion},
+              inputs=[described(input, samples=len(dataset))],
+              counts=lambda rows: {"samples": rows, **({"excluded_marked": excluded} if exclude is not None else {})},
               history=dataset.provenance,
-              bar=progress_bar(len(dataset), f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet),
-              image_shape=dataset.image_shape, rows=len(dataset), options=options, jump_key=chosen,
-              overwrite=overwrite)
-    return ExportReport(samples=len(dataset), bytes=disk_size(output))
+              bar=progress_bar(len(rows), f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet),
+              image_shape=dataset.image_shape, rows=len(rows), options=options, jump_key=chosen, overwrite=overwrite)
+    return ExportReport(samples=len(rows), bytes=disk_size(output), excluded=excluded)

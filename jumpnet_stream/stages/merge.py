@@ -125,9 +125,11 @@ def shuffled(chunks: Iterable[Chunk], total: int, seed: int, folder: str, keys: 
 
 
 def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
-          keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True) -> MergeReport:
+          keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True,
+          transform: Callable[[Chunk], Chunk] | None = None) -> MergeReport:
     """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
-    ``keys`` names the keys of inputs that hold none (the original scripts' .npz files)."""
+    ``keys`` names the keys of inputs that hold none (the original scripts' .npz files); ``transform`` is
+    applied to every chunk before it is written (the build sets each sample's weight with it)."""
     if not inputs:
         raise JumpnetError(None, "merge needs at least one input")
     output = os.fspath(output)
@@ -151,6 +153,9 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
                 bar.reset(total)
                 bar.set_description(f"merge (shuffled) -> {os.path.basename(output)}")
         chunks = shuffled(chunks, total, seed, os.path.dirname(os.path.abspath(output)), len(union), spooled)
+
+    if transform is not None:
+        chunks = map(transform, chunks)
 
     def counts(rows: int) -> dict:
         report.written = rows

@@ -43,6 +43,18 @@ class NegativesReport:
 MAX_RADIUS = 10 ** 9  # frames; a radius beyond the video's length covers the whole video
 
 
+HELD_FRAMES = ("exclude", "negative")
+
+
+def held(presses: np.ndarray, releases: np.ndarray, unreleased: np.ndarray, end: int) -> Frames:
+    """The frames written while a jump's key is held: from each press's frame up to, not including, its
+    release's; to ``end`` for a press never released. A positive with no release frame on record (a dataset
+    written before they were kept) holds none."""
+    presses, releases = np.asarray(presses, np.int64), np.asarray(releases, np.int64)
+    stops = np.where(releases >= 0, releases, np.where(unreleased, end, presses))
+    return Frames.spans(presses, stops)
+
+
 def check_radius(radius: int) -> None:
     if not isinstance(radius, int) or not 0 <= radius <= MAX_RADIUS:
         raise JumpnetError(None, f"radius must be between 0 and {MAX_RADIUS} frames, not {radius!r}")
@@ -77,19 +89,24 @@ def _negatives(images: np.ndarray, indices: np.ndarray, keys: int, source: str) 
                      "source": np.full(n, source)}, keys)
 
 
-def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool], stop_after: int | None,
-                    keys: list[str], size: tuple[int, int], overwrite: bool = False, quiet: bool = True,
+def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool] | None = None,
+                    wanted: np.ndarray | None = None, keys: list[str], size: tuple[int, int],
+                    overwrite: bool = False, quiet: bool = True,
                     strict: bool = False, record: Callable[[int], dict] = lambda written: {},
                     parameters: dict | None = None, inputs: list[dict] = (), jump_key: str | None = None) -> int:
-    """Decode the frames of ``clip`` that ``select`` picks (up to ``stop_after``) into negative samples at
-    ``output``; returns how many were written. ``record(written)`` gives the stage's counts.
-    A video that ends before its container's count (or ``stop_after``) is kept as far as it decoded, with
-    a warning; ``strict`` makes that an error, and nothing is written."""
-    total = clip.claimed_frames if stop_after is None else stop_after + 1
+    """Decode the frames of ``clip`` that ``select`` picks (every frame, read in order), or the sorted frames
+    ``wanted`` names (read by seeking where that saves work: :meth:`Video.frames_at`), into negative samples
+    at ``output``; returns how many were written. ``record(written)`` gives the stage's counts.
+    A video that ends before its container's count (or the last wanted frame) is kept as far as it decoded,
+    with a warning; ``strict`` makes that an error, and nothing is written."""
+    if wanted is None:
+        total, frames = clip.claimed_frames, clip.frames(select)
+    else:
+        total = int(wanted[-1]) + 1 if len(wanted) else 0
+        frames = clip.frames_at(wanted) if len(wanted) else iter(())
     bar = progress_bar(total, f"negatives {os.path.basename(clip.path)}", unit="frame", quiet=quiet)
     buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
-    source = to_samples(clip.frames(select, stop_after=stop_after), size=size, keys=len(keys), source=clip.name,
-                        buffers=buffers)
+    source = to_samples(frames, size=size, keys=len(keys), source=clip.name, buffers=buffers)
     problem: list[str | None] = []
 
     def counts(written: int) -> dict:
@@ -124,33 +141,38 @@ def check_fits(clip: Video, positive_frames: np.ndarray, positives: str, radius:
 
 def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives: str | os.PathLike,
               radius: int = 2, keep: int | None = None, seed: int = 42, size: int | None = None,
-              overwrite: bool = False, quiet: bool = True, strict: bool = False) -> NegativesReport:
-    """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices."""
+              held_frames: str = "exclude", overwrite: bool = False, quiet: bool = True,
+              strict: bool = False) -> NegativesReport:
+    """Write the negatives of ``video`` to ``output``, excluding frames near ``positives``' frame indices
+    and (``held_frames="exclude"``) the frames inside their jumps."""
     video, output, positives = os.fspath(video), os.fspath(output), os.fspath(positives)
     check_radius(radius)
     if size is not None and not 1 <= size <= 4096:
         raise JumpnetError(None, f"size must be between 1 and 4096, not {size}")
     choose(0, keep, seed)  # validates keep before any work
+    if held_frames not in HELD_FRAMES:
+        raise JumpnetError(None, f"held_frames must be one of {', '.join(HELD_FRAMES)}, not {held_frames!r}")
     check_output(output, overwrite, inputs=[video, positives])
     known = open_dataset(positives)
-    keys, positive_frames = known.keys, known.column("frame_index")
+    small = known.columns(["frame_index", "release_index", "hold_duration"])
+    keys, positive_frames = known.keys, small["frame_index"]
     shape = (size, size) if size is not None else tuple(known.image_shape[:2])
     clip = Video(video)
     check_fits(clip, positive_frames, positives, radius)
     report = NegativesReport(frames_claimed=clip.claimed_frames)
     excluded = Frames.around(positive_frames, radius)
+    if held_frames == "exclude":
+        jumps = held(positive_frames, small["release_index"], np.isnan(small["hold_duration"]).any(axis=1),
+                     clip.frame_count() if (small["release_index"] < 0).any() else 0)
+        excluded = Frames.spans(np.concatenate([excluded.starts, jumps.starts]),
+                                np.concatenate([excluded.stops, jumps.stops]))
 
-    if keep is None:
-        def select(i: int) -> bool:
-            return i not in excluded
-        stop_after = None
-    else:
+    wanted = None
+    if keep is not None:
         n_frames = clip.frame_count()
         candidates = Frames.all(n_frames).minus(excluded)
         wanted = candidates.at(choose(len(candidates), keep, seed))
         report.eligible, report.not_chosen = len(candidates), len(candidates) - len(wanted)
-        select = set(wanted.tolist()).__contains__
-        stop_after = int(wanted[-1]) if len(wanted) else -1
 
     def counts(written: int) -> dict:
         report.frames_read = clip.frames_read
@@ -163,9 +185,10 @@ def negatives(video: str | os.PathLike, output: str | os.PathLike, *, positives:
             report.chosen_past_end = len(wanted) - report.written
         return asdict(report)
 
-    write_negatives(clip, output, select=select, stop_after=stop_after, keys=keys, size=shape, overwrite=overwrite,
+    write_negatives(clip, output, select=lambda i: i not in excluded, wanted=wanted, keys=keys, size=shape, overwrite=overwrite,
                     quiet=quiet, strict=strict, record=counts, jump_key=jump_key(known.provenance),
-                    parameters={"radius": radius, "keep": keep, "seed": seed, "size": list(shape)},
+                    parameters={"radius": radius, "keep": keep, "seed": seed, "size": list(shape),
+                                "held_frames": held_frames},
                     inputs=[described(video, bytes=os.path.getsize(video)),
                             described(positives, positives=len(positive_frames), provenance=known.provenance)])
     return report

@@ -26,7 +26,7 @@ from ..recording import ImageBatcher, Recording
 from ..runner import described, run_stage
 from ..schema import DTYPES, complete
 
-POSITIVE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source")
+POSITIVE_FIELDS = ("image", "label", "keys_raw", "hold_duration", "phase", "frame_index", "source", "release_index")
 
 
 @dataclass
@@ -84,13 +84,14 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
                 counts["other_key_release_while_pending"] += 1
                 continue
             counts["paired"] += 1
-            done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source))
+            done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source,
+                                                       int(chunk["frame_idx"][i])))
             pending = None
             if done is not None:
                 yield complete(done.columns, len(done["keys_raw"][0]))
     if pending is not None:
         counts["unmatched_final_press"] += 1
-        done = positives.add(pending[0], _positive(pending, np.nan, key_index, source))
+        done = positives.add(pending[0], _positive(pending, np.nan, key_index, source, -1))
         if done is not None:
             yield complete(done.columns, len(done["keys_raw"][0]))
     done = positives.flush()
@@ -98,12 +99,13 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
         yield complete(done.columns, len(done["keys_raw"][0]))
 
 
-def _positive(press: tuple, hold: float, key_index: int, source: str) -> tuple:
-    """The fields after the image of a positive sample: the hold goes in the target key's slot."""
+def _positive(press: tuple, hold: float, key_index: int, source: str, release: int) -> tuple:
+    """The fields after the image of a positive sample: the hold goes in the target key's slot; ``release``
+    is the frame index of the release that ended the jump (-1: never released)."""
     _, multi_hot, frame = press
     holds = np.zeros(len(multi_hot), np.float32)
     holds[key_index] = hold
-    return (1.0, multi_hot, holds, "press", frame, source)
+    return (1.0, multi_hot, holds, "press", frame, source, release)
 
 
 def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = "w", pairing: str = "jump-key",

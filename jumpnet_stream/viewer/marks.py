@@ -94,15 +94,21 @@ def load_marks(path: str | os.PathLike) -> np.ndarray:
     return np.array(found, dtype=dtype)
 
 
+def marked_rows(columns: Mapping[str, np.ndarray], marks: np.ndarray) -> np.ndarray:
+    """Whether each sample of ``columns`` (its :data:`IDENTITY` fields) is one ``marks`` (from
+    :func:`load_marks`) names."""
+    excluded = {(str(s), float(label), int(f), int(r), int(c)) for s, label, f, r, c in marks.tolist()}
+    rows = len(columns["frame_index"])
+    if not excluded:
+        return np.zeros(rows, bool)
+    return np.fromiter((identity in excluded for identity in identities(columns)), bool, rows)
+
+
 def drop_marked(chunks: Iterable[Chunk], marks: np.ndarray, dropped: list[int]) -> Iterator[Chunk]:
     """``chunks`` without the samples ``marks`` (from :func:`load_marks`) names; their number is added to
     ``dropped[0]``. Chunks with nothing marked pass through as they are."""
-    excluded = {(str(s), float(label), int(f), int(r), int(c)) for s, label, f, r, c in marks.tolist()}
     for chunk in chunks:
-        if not excluded or not len(chunk):
-            yield chunk
-            continue
-        keep = np.fromiter((identity not in excluded for identity in identities(chunk.columns)), bool, len(chunk))
+        keep = ~marked_rows(chunk.columns, marks)
         dropped[0] += int(len(chunk) - keep.sum())
         if keep.all():
             yield chunk

@@ -69,7 +69,7 @@ def write_report(build_dir: str | os.PathLike) -> Path:
     out = os.path.join(folder, REPORT)
     temp = partial_path(out)
     try:
-        with open(temp, "w", encoding="utf-8") as f:
+        with open(temp, "w", encoding="utf-8", errors="backslashreplace") as f:  # names need not be UTF-8
             f.write(pages.page(f"Build report: {os.path.basename(os.path.abspath(folder))}", body))
         os.replace(temp, out)
     except BaseException:

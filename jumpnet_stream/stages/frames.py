@@ -1,0 +1,200 @@
+"""A recording's share of a build, from its video in one pass: its chosen negatives, and its positives with
+their split, their images taken from the video frame at each press (``positive_images="video"``, the
+default) or kept as the keylog's clean captures (``"keylog"``, the original scripts').
+
+Why from the video: positives that are clean captures and negatives that are mp4v-decoded frames can be told
+apart by sharpness alone, a shortcut a model learns instead of the game; taken from the same video, both
+classes carry the same codec artifacts. The recorder's key label, drawn on the press frames and on no kept
+negative, would then tell them apart instead: ``mask`` fills the strip that holds it, in every image of
+both classes (:mod:`recorder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..chunk import DEFAULT_ROWS, Chunk
+from ..formats import create_dataset, open_dataset
+from ..history import HistoryWriter, needed
+from ..kernels import resize_rgb
+from ..progress import progress_bar
+from ..recorder import mask_labels
+from ..runner import described
+from ..sampling import Frames
+from ..schema import complete
+from ..video import Video
+
+POSITIVE_IMAGES = ("video", "keylog")
+
+
+def recording_frames(video: str, positives: str, negatives_out: str, positives_out: str, *,
+                     chosen: dict[str, list[int]], zones: dict[str, list[list[int]]], size: tuple[int, int],
+                     positive_images: str = "video", mask: bool = True, strict: bool = False,
+                     history: tuple[int, int] = (0, 1), history_out: str | None = None,
+                     quiet: bool = True) -> dict[str, Any]:
+    """Write a recording's negatives (the ``chosen`` frames of each split) and its positives (each assigned the
+    split whose zone holds its press; one in neither zone, the gap between them, is left out and counted) to
+    ``negatives_out`` and ``positives_out``, and with ``history`` (K frames, S apart) the frames before each
+    of them to ``history_out`` (:mod:`history`); returns the counts."""
+    known = open_dataset(positives)
+    keys, rows = known.keys, len(known)
+    small = known.columns(["frame_index"])
+    zone = {split: Frames.spans(*np.asarray(spans, np.int64).reshape(-1, 2).T) for split, spans in zones.items()}
+    split = np.full(rows, "", dtype=object)
+    for name, frames in zone.items():
+        split[(split == "") & frames.holds(small["frame_index"])] = name
+    kept = split != ""
+    clip = Video(video)
+    frames = clip.frame_count()
+    negative_split = {int(f): name for name, listed in chosen.items() for f in listed}
+    press_frame = np.minimum(small["frame_index"], frames - 1)  # a press after the last frame: the last frame
+    from_video = positive_images == "video"
+    wanted = set(negative_split) | (set(press_frame[kept].tolist()) if from_video else set())
+    count, stride = history
+    samples = np.array(sorted(set(negative_split) | set(small["frame_index"][kept].tolist())), np.int64)
+    before = set(needed(samples, count, stride).tolist()) if count else set()
+    wanted |= before
+    counts: dict[str, Any] = {"frames_claimed": clip.claimed_frames, "frames": frames,
+                              "chosen": {name: len(listed) for name, listed in chosen.items()},
+                              "positives_in": rows, "positives_in_gap": int(np.count_nonzero(~kept)),
+                              "positive_images": positive_images, "label_mask": mask}
+    record = {"parameters": {"size": list(size), "positive_images": positive_images, "mask": mask},
+              "inputs": [described(video), described(positives, provenance=known.provenance)]}
+    bar = progress_bar(max(wanted, default=-1) + 1, f"frames {os.path.basename(video)}", unit="frame", quiet=quiet)
+    with contextlib.ExitStack() as stack:
+        negative_writer = stack.enter_context(create_dataset(negatives_out, keys, image_shape=(*size, 3),
+                                                             overwrite=True))
+        positive_writer = stack.enter_context(create_dataset(positives_out, keys, image_shape=(*size, 3),
+                                                             overwrite=True))
+        stack.enter_context(bar)
+        past = HistoryWriter(history_out, len(before), (*size, 3), [clip.name, known_source(known)]) \
+            if count else None
+        if past is not None:
+            stack.callback(past.abort)
+        negatives = _Batch(keys, size, clip.name)
+        positive_rows = _PositiveRows(known, kept, split, press_frame if from_video else None)
+        image = np.empty((*size, 3), np.uint8)
+        for chunk in clip.frames_at(np.array(sorted(wanted), np.int64)) if wanted else ():
+            index = int(chunk["frame_index"][0])
+            resize_rgb(chunk["frame"][0], size, out=image)
+            if mask:
+                mask_labels(image)
+            if index in negative_split:
+                negatives.add(image, index, negative_split[index], negative_writer)
+            if from_video:
+                positive_rows.at_frame(index, image, positive_writer)
+            if index in before:
+                past.add(index, image)
+            bar.update(index + 1 - bar.n)
+        negatives.flush(negative_writer)
+        positive_rows.finish(positive_writer, mask)
+        problem = clip.check_complete(max(wanted) + 1 if wanted else None, strict=strict)
+        if past is not None:
+            past.finish()
+            counts["history_frames"] = past.rows
+        counts.update(frames_read=clip.frames_read,
+                      written={name: int(n) for name, n in negatives.written.items()},
+                      chosen_past_end=len(negative_split) - negatives.total,
+                      positives={name: int(n) for name, n in positive_rows.written.items()},
+                      positives_past_end=positive_rows.missed)
+        negative_writer.provenance = [{"stage": "negatives", **record, "counts": counts}]
+        positive_writer.provenance = [*known.provenance, {"stage": "positive frames", **record, "counts": counts}]
+    if problem:
+        warnings.warn(f"{video}: {problem}", stacklevel=2)
+    return counts
+
+
+class _Batch:
+    """Negative samples gathered into chunks of DEFAULT_ROWS and written; counted by split."""
+
+    def __init__(self, keys: list[str], size: tuple[int, int], source: str):
+        self.keys, self.source = keys, source
+        self.images = np.empty((DEFAULT_ROWS, *size, 3), np.uint8)
+        self.frames = np.empty(DEFAULT_ROWS, np.int64)
+        self.splits: list[str] = []
+        self.written: dict[str, int] = {}
+        self.total = 0
+
+    def add(self, image: np.ndarray, frame: int, split: str, writer: Any) -> None:
+        n = len(self.splits)
+        self.images[n], self.frames[n] = image, frame
+        self.splits.append(split)
+        if len(self.splits) == DEFAULT_ROWS:
+            self.flush(writer)
+
+    def flush(self, writer: Any) -> None:
+        n = len(self.splits)
+        if not n:
+            return
+        writer.write(complete({"image": self.images[:n], "label": np.zeros(n, np.float32),
+                               "frame_index": self.frames[:n].copy(), "source": np.full(n, self.source),
+                               "split": np.array(self.splits)}, len(self.keys)))
+        for split in self.splits:
+            self.written[split] = self.written.get(split, 0) + 1
+        self.total += n
+        self.splits = []
+
+
+class _PositiveRows:
+    """The recording's positives written in order, each with its split; from the video, each takes the image
+    of the frame at its press when that frame is decoded (positives are in frame order)."""
+
+    def __init__(self, known: Any, kept: np.ndarray, split: np.ndarray, press_frame: np.ndarray | None):
+        self.known, self.kept, self.split, self.press_frame = known, kept, split, press_frame
+        self.order = np.flatnonzero(kept)
+        if press_frame is not None:
+            self.order = self.order[np.argsort(press_frame[self.order], kind="stable")]
+        self.next = 0
+        self.pending: list[tuple[int, np.ndarray]] = []
+        self.written: dict[str, int] = {}
+        self.missed = 0
+
+    def at_frame(self, frame: int, image: np.ndarray, writer: Any) -> None:
+        while self.next < len(self.order) and self.press_frame[self.order[self.next]] <= frame:
+            row = int(self.order[self.next])
+            if self.press_frame[row] == frame:
+                self.pending.append((row, image.copy()))
+            else:
+                self.missed += 1  # its frame never decoded (the video ended before it)
+            self.next += 1
+            if len(self.pending) == DEFAULT_ROWS:
+                self._write(writer)
+
+    def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Rows of the keylog's positives, in the order given, their split set."""
+        order = np.argsort(rows, kind="stable")
+        chunk = Chunk.concat(list(self.known.take(rows[order]))).take(np.argsort(order, kind="stable"))
+        return {**chunk.columns, "split": self.split[rows].astype(str)}
+
+    def _put(self, columns: dict[str, np.ndarray], writer: Any) -> None:
+        writer.write(Chunk(columns))
+        for split in columns["split"]:
+            self.written[split] = self.written.get(split, 0) + 1
+
+    def _write(self, writer: Any) -> None:
+        if self.pending:
+            columns = self._rows(np.array([row for row, _ in self.pending]))
+            self._put({**columns, "image": np.stack([image for _, image in self.pending])}, writer)
+        self.pending = []
+
+    def finish(self, writer: Any, mask: bool) -> None:
+        if self.press_frame is not None:
+            self.missed += len(self.order) - self.next
+            self._write(writer)
+            return
+        for start in range(0, len(self.order), DEFAULT_ROWS):  # keylog images: every kept positive as it is
+            columns = self._rows(self.order[start:start + DEFAULT_ROWS])
+            if mask:
+                columns["image"] = mask_labels(columns["image"].copy())
+            self._put(columns, writer)
+
+
+def known_source(dataset: Any) -> str:
+    """The name a recording's positives carry as their ``source`` (the keylog's), "" when it has none."""
+    sources = dataset.column("source") if len(dataset) else np.array([], str)
+    return str(sources[0]) if len(sources) else ""
