@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .viewer.cli import add_parser as add_view_parser
 
 PROG = "jumpnet-stream"
 
@@ -237,5 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
     _common(p, output=False)
-    add_view_parser(sub)
+    p = sub.add_parser(
+        "view", help="browse a dataset, build folder or keylog in a local web page; mark bad samples",
+        description="Serve a web page on 127.0.0.1 (this machine only) over PATH: a dataset (.zarr, .npz, .h5), a "
+        "build folder or a recorder keylog. A paged grid of samples with filters, each sample with every field, "
+        "its augmented copies and its video frames; the plots (class balance, holds, jumps along each recording, "
+        "the shortcut audit, the build's accounting); samples marked bad are saved to NAME.marks.json beside the "
+        "set, never into it. Stop it with Ctrl-C.")
+    p.add_argument("path", metavar="PATH", help="a dataset, a build folder (holding manifest.json) or a keylog .npz")
+    p.add_argument("--port", type=int, default=8765, help="the port on 127.0.0.1 (default: 8765; 0: any free one)")
+    p.add_argument("--open", action="store_true", help="open the page in the default browser")
+    p.add_argument("--debug", action="store_true", help="show a traceback on errors")
+    p.add_argument("--json", action="store_true", help="print the counts as one JSON object on stdout when it stops "
+                   "(the address goes to stderr)")
     return parser

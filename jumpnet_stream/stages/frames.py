@@ -43,7 +43,7 @@ def recording_frames(video: str, positives: str, negatives_out: str, positives_o
     of them to ``history_out`` (:mod:`history`); returns the counts."""
     known = open_dataset(positives)
     keys, rows = known.keys, len(known)
-    small = known.columns(["frame_index"])
+    small = known.columns(["frame_index", "source"])
     zone = {split: Frames.spans(*np.asarray(spans, np.int64).reshape(-1, 2).T) for split, spans in zones.items()}
     split = np.full(rows, "", dtype=object)
     for name, frames in zone.items():
@@ -72,7 +72,7 @@ def recording_frames(video: str, positives: str, negatives_out: str, positives_o
         positive_writer = stack.enter_context(create_dataset(positives_out, keys, image_shape=(*size, 3),
                                                              overwrite=True))
         stack.enter_context(bar)
-        past = HistoryWriter(history_out, len(before), (*size, 3), [clip.name, known_source(known)]) \
+        past = HistoryWriter(history_out, len(before), (*size, 3), [clip.name, *map(str, small["source"][:1])]) \
             if count else None
         if past is not None:
             stack.callback(past.abort)
@@ -193,8 +193,3 @@ class _PositiveRows:
                 columns["image"] = mask_labels(columns["image"].copy())
             self._put(columns, writer)
 
-
-def known_source(dataset: Any) -> str:
-    """The name a recording's positives carry as their ``source`` (the keylog's), "" when it has none."""
-    sources = dataset.column("source") if len(dataset) else np.array([], str)
-    return str(sources[0]) if len(sources) else ""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -94,14 +94,22 @@ def load_marks(path: str | os.PathLike) -> np.ndarray:
     return np.array(found, dtype=dtype)
 
 
+def _marked(columns: Mapping[str, np.ndarray], excluded: Collection[Identity]) -> np.ndarray:
+    """Whether each sample of ``columns`` (its :data:`IDENTITY` fields) is in ``excluded``; only the samples
+    at a marked frame are compared whole."""
+    found = np.zeros(len(columns["frame_index"]), bool)
+    if not excluded:
+        return found
+    candidates = np.flatnonzero(np.isin(columns["frame_index"], [mark[2] for mark in excluded]))
+    ours = identities({name: columns[name][candidates] for name in IDENTITY})
+    found[candidates] = [identity in excluded for identity in ours]
+    return found
+
+
 def marked_rows(columns: Mapping[str, np.ndarray], marks: np.ndarray) -> np.ndarray:
     """Whether each sample of ``columns`` (its :data:`IDENTITY` fields) is one ``marks`` (from
     :func:`load_marks`) names."""
-    excluded = {(str(s), float(label), int(f), int(r), int(c)) for s, label, f, r, c in marks.tolist()}
-    rows = len(columns["frame_index"])
-    if not excluded:
-        return np.zeros(rows, bool)
-    return np.fromiter((identity in excluded for identity in identities(columns)), bool, rows)
+    return _marked(columns, {(str(s), float(label), int(f), int(r), int(c)) for s, label, f, r, c in marks.tolist()})
 
 
 def drop_marked(chunks: Iterable[Chunk], marks: np.ndarray, dropped: list[int]) -> Iterator[Chunk]:
@@ -134,14 +142,8 @@ class MarkBook:
     def marked(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
         """Whether each sample of ``columns`` (small fields: a set's, read whole) is marked; only the samples
         at a marked frame are compared whole."""
-        found = np.zeros(len(columns["frame_index"]), bool)
         with self._lock:
-            if not self._marks:
-                return found
-            candidates = np.flatnonzero(np.isin(columns["frame_index"], [mark[2] for mark in self._marks]))
-            ours = identities({name: columns[name][candidates] for name in IDENTITY})
-            found[candidates] = [identity in self._marks for identity in ours]
-        return found
+            return _marked(columns, self._marks)
 
     def change(self, samples: list[Identity], positions: list[int], bad: bool) -> None:
         """Mark ``samples`` (at ``positions`` of the set) bad, or clear their marks; then save."""
