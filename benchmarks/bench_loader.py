@@ -88,7 +88,7 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
         if "1/chunk" in mode:
             sampler = torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(0))
         else:
-            sampler = ChunkShuffleSampler(data, seed=0)
+            sampler = ChunkShuffleSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
         loader = torch.utils.data.DataLoader(data, batch_size=BATCH, sampler=sampler, num_workers=count,
                                              persistent_workers=count > 0)
         workers = []

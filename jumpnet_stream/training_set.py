@@ -83,17 +83,30 @@ class TrainingSet:
         return {str(n): int(c) for n, c in zip(names, counts)}
 
     def __getitem__(self, i: int) -> Any:
-        if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
-            raise TypeError(f"a TrainingSet is indexed by one int, not {type(i).__name__}")
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"sample {i} of a set of {len(self)}")
-        i = int(i) % len(self)
-        row = int(self._rows[i])
-        chunk = self._chunk(row // self.block)
-        at = row - (row // self.block) * self.block
+        return self.__getitems__([i])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        """Several samples at once (what a DataLoader asks of a set that has this, a batch at a time):
+        each stored chunk they fall in is looked up once and their images taken from it together."""
+        positions = np.empty(len(indices), np.int64)
+        for n, i in enumerate(indices):
+            if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+                raise TypeError(f"a TrainingSet is indexed by one int, not {type(i).__name__}")
+            if not -len(self) <= i < len(self):
+                raise IndexError(f"sample {i} of a set of {len(self)}")
+            positions[n] = int(i) % len(self)
+        rows = self._rows[positions]
+        blocks = rows // self.block
+        images = np.empty((len(rows), *self.image_shape), np.uint8)
+        for block in np.unique(blocks):
+            at = blocks == block
+            images[at] = self._chunk(int(block))["image"][rows[at] - block * self.block]
+        return [self._sample(int(i), int(row), image) for i, row, image in zip(positions, rows, images)]
+
+    def _sample(self, i: int, row: int, image: np.ndarray) -> Any:
         columns = self._columns
         hold = columns["hold_duration"][i]
-        sample = {"image": np.array(chunk["image"][at]), "label": columns["label"][i],
+        sample = {"image": image, "label": columns["label"][i],
                   "hold": hold[self._hold_slot] if hold.ndim else hold, "keys_raw": columns["keys_raw"][i].copy(),
                   "weight": columns["weight"][i], "index": np.int64(row)}
         if self._history is not None:
@@ -135,13 +148,21 @@ class TrainingSet:
 class ChunkShuffleSampler:
     """A seeded shuffled order of a :class:`TrainingSet` that visits it a few stored chunks at a time:
     the chunks in a shuffled order, and the samples of each ``window`` consecutive chunks shuffled
-    together. Every sample once per epoch; ``set_epoch`` (or ``epoch=``) gives the next epoch's order."""
+    together. Every sample once per epoch; ``set_epoch`` (or ``epoch=``) gives the next epoch's order.
 
-    def __init__(self, dataset: TrainingSet, seed: int = 0, epoch: int = 0, window: int | None = None):
+    A DataLoader hands its batches to its worker processes in turn, so with ``num_workers=W`` every
+    worker would decode every chunk of a window. Given the loader's ``workers`` and ``batch_size``, the
+    chunks are dealt into W streams and their batches interleaved, so each worker reads only its own."""
+
+    def __init__(self, dataset: TrainingSet, seed: int = 0, epoch: int = 0, window: int | None = None,
+                 workers: int = 1, batch_size: int = 1):
         self.seed, self.epoch = int(seed), int(epoch)
         self.window = int(window if window is not None else dataset.cache_chunks)
         if self.window < 1:
             raise ValueError(f"window must be at least 1 chunk, not {self.window}")
+        if workers < 1 or batch_size < 1:
+            raise ValueError(f"workers and batch_size must be at least 1, not {workers} and {batch_size}")
+        self.workers, self.batch_size = int(workers), int(batch_size)
         blocks = dataset.rows // dataset.block
         self._starts = np.flatnonzero(np.r_[True, blocks[1:] != blocks[:-1]])   # rows are sorted: runs
         self._ends = np.r_[self._starts[1:], len(blocks)]
@@ -156,7 +177,19 @@ class ChunkShuffleSampler:
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self._starts))
-        for w in range(0, len(order), self.window):
-            group = order[w:w + self.window]
-            positions = np.concatenate([np.arange(self._starts[b], self._ends[b]) for b in group])
-            yield from rng.permutation(positions).tolist()
+        streams = [self._stream(order[w::self.workers], rng) for w in range(self.workers)]
+        if self.workers == 1:
+            yield from streams[0].tolist()
+            return
+        batches = [np.array_split(s, range(self.batch_size, len(s), self.batch_size)) for s in streams]
+        for turn in range(max(len(b) for b in batches)):
+            for stream in batches:
+                if turn < len(stream):
+                    yield from stream[turn].tolist()
+
+    def _stream(self, chunks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The samples of ``chunks``, shuffled ``window`` chunks at a time."""
+        parts = [rng.permutation(np.concatenate([np.arange(self._starts[b], self._ends[b])
+                                                 for b in chunks[w:w + self.window]]))
+                 for w in range(0, len(chunks), self.window)]
+        return np.concatenate(parts) if parts else np.empty(0, np.int64)

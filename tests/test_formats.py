@@ -8,8 +8,10 @@ from __future__ import annotations
 import multiprocessing
 import pickle
 
+import numcodecs
 import numpy as np
 import pytest
+import zarr
 
 from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset
 from jumpnet_stream.formats import FORMATS, extensions, format_of
@@ -172,6 +174,27 @@ class FormatContract:
 class TestZarrStore(FormatContract):
     ext = ".zarr"
     options = ZarrOptions(rechunk=64)
+
+
+    def test_images_read_from_chunk_files_are_zarrs(self, tmp_path):
+        """The reader's own chunk-file path gives what zarr reads, for reads across and within chunks."""
+        path = self.path(tmp_path)
+        self.write(path, [sample_chunk(150, 0, seed=3)])
+        reader, stored = open_dataset(path), zarr.open_array(str(path / "image"), mode="r")
+        assert reader._direct
+        for start, stop in [(0, 64), (10, 140), (63, 65), (128, 150), (0, 150), (149, 150)]:
+            np.testing.assert_array_equal(reader.read(start, stop)["image"], stored[start:stop])
+
+    @pytest.mark.parametrize("damage", ["another size", "not zstd"])
+    def test_a_damaged_image_chunk_is_named(self, tmp_path, damage):
+        path = self.path(tmp_path)
+        self.write(path, [sample_chunk(150, 0)])
+        frame = numcodecs.Zstd(1).encode(np.zeros(100, np.uint8)) if damage == "another size" else b"x" * 4000
+        (path / "image" / "c.1.0.0.0").write_bytes(frame)
+        reader = open_dataset(path)
+        assert len(reader.read(0, 64)) == 64
+        with pytest.raises(JumpnetError, match="image chunk 1 is damaged"):
+            reader.read(60, 70)
 
 
 class TestHDF5(FormatContract):

@@ -27,8 +27,9 @@ def built(history_build):
 def test_dataloader_workers_deliver_every_sample_once(built, method):
     path = built / "dataset.zarr"
     data = TrainingSet(path, split="train", history=2)
-    loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=ChunkShuffleSampler(data, seed=1),
-                                         num_workers=2, multiprocessing_context=method)
+    sampler = ChunkShuffleSampler(data, seed=1, workers=2, batch_size=16)
+    loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=sampler, num_workers=2,
+                                         multiprocessing_context=method)
     stored = Chunk.concat(list(open_dataset(path).chunks()))
     seen = []
     for batch in loader:

@@ -126,6 +126,27 @@ def test_sampler_visits_every_sample_once_per_epoch(rows, block, window, seed, e
     assert all(at[-1] - at[0] < window * block for at in seen.values())
 
 
+@settings(max_examples=examples(40), deadline=None)
+@given(rows=st.integers(0, 900), block=st.integers(1, 80), window=st.integers(1, 4), seed=st.integers(0, 2 ** 32),
+       workers=st.integers(2, 3), batch=st.integers(1, 100))
+def test_sampler_deals_chunks_to_dataloader_workers(rows, block, window, seed, workers, batch):
+    """With the loader's workers and batch size, the sampler still visits every sample once, and the
+    batches a DataLoader hands each worker in turn come from that worker's own chunks, but for the tail
+    where the streams end unevenly (one chunk apart at most)."""
+    data = _Shaped(np.arange(rows), block)
+    sampler = ChunkShuffleSampler(data, seed=seed, window=window, workers=workers, batch_size=batch)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(data)))
+    readers: dict[int, set[int]] = {}
+    for k in range(0, len(order), batch):
+        for position in order[k:k + batch]:
+            readers.setdefault(int(data.rows[position]) // block, set()).add(k // batch % workers)
+    shared = sum(1 for who in readers.values() if len(who) > 1)
+    assert shared <= workers * (window + 1) * (-(-block // batch) + 1)
+    if rows >= 8 * workers * block * window:   # long enough for the tail to be the lesser part
+        assert shared <= len(readers) // 2
+
+
 def test_epochs_differ_and_the_seed_decides(built):
     root, _ = built
     data = TrainingSet(root / "set" / "dataset.zarr")

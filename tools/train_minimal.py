@@ -52,7 +52,7 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     train = TrainingSet(args.dataset, split="train")
-    sampler = ChunkShuffleSampler(train, seed=args.seed)
+    sampler = ChunkShuffleSampler(train, seed=args.seed, workers=max(args.workers, 1), batch_size=args.batch_size)
     loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
                                          num_workers=args.workers, persistent_workers=args.workers > 0)
     model = JumpNet()

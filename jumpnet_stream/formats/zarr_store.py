@@ -39,6 +39,7 @@ IMAGE_ROWS = 64
 SCALAR_ROWS = 4096
 _ARRAY_CONFIG = {"write_empty_chunks": True}  # skip zarr's per-chunk "is it empty?" scan
 _KEY_ENCODING = {"name": "default", "separator": "."}  # chunk files side by side, no directory each
+_UNZSTD = Zstd()  # decoding needs no level
 _ZARR_CODECS = {"bytes", "zstd", "gzip", "blosc", "crc32c", "transpose", "vlen-utf8", "vlen-bytes"}
 
 
@@ -180,6 +181,8 @@ class ZarrDataset(DatasetReader):
         _check_rows_on_disk(self.path, self._rows, arrays["image"])
         self.image_shape = tuple(arrays["image"].shape[1:])
         self.block = arrays["image"].chunks[0]
+        codecs = [codec.to_dict().get("name") for codec in arrays["image"].metadata.codecs]
+        self._direct = codecs == ["bytes", "zstd"]
         self._small_block = min(arrays[name].chunks[0] for name in arrays if name != "image") if len(arrays) > 1 \
             else SCALAR_ROWS
         self.close()
@@ -210,7 +213,7 @@ class ZarrDataset(DatasetReader):
 
     def _read(self, start: int, stop: int) -> Chunk:
         arrays = self._arrays()
-        columns = {"image": arrays["image"][start:stop]}
+        columns = {"image": self._images(start, stop) if self._direct else arrays["image"][start:stop]}
         block = start // self._small_block
         if stop <= (block + 1) * self._small_block:  # within one stored chunk of the small fields: cached
             if self._cache is None or self._cache[0] != block:
@@ -222,11 +225,57 @@ class ZarrDataset(DatasetReader):
             columns.update({n: _text(a[start:stop]) for n, a in arrays.items() if n != "image"})
         return complete(columns, len(self.keys))
 
+    def _images(self, start: int, stop: int) -> np.ndarray:
+        """Images ``start`` to ``stop`` read straight from their chunk files (the twin of the writer's
+        :meth:`ZarrDatasetWriter._write_image_chunks`): a 64-image chunk in a third less time than through
+        zarr's event loop, which a DataLoader worker pays per chunk. Each chunk must decompress to exactly
+        its size: a frame declaring another size is refused before anything is allocated for it."""
+        rows, shape = self.block, self.image_shape
+        key = self._arrays()["image"].metadata.chunk_key_encoding.encode_chunk_key
+        out = np.empty((stop - start, *shape), np.uint8)
+        spare: np.ndarray | None = None
+        for index in range(start // rows, -(-stop // rows)):
+            first, last = max(start, index * rows), min(stop, (index + 1) * rows)
+            whole = first == index * rows and last == (index + 1) * rows
+            if not whole and spare is None:
+                spare = np.empty((rows, *shape), np.uint8)
+            target = out[first - start:last - start] if whole else spare
+            name = os.path.join(self.path, "image", key((index, 0, 0, 0)))
+            try:
+                with open(name, "rb") as f:
+                    frame = f.read()
+            except FileNotFoundError:   # never written: the fill value, as zarr reads it
+                target[...] = 0
+            else:
+                if _zstd_content_size(frame) != target.nbytes:
+                    raise JumpnetError(self.path, f"image chunk {index} is damaged (not a zstd frame of "
+                                                  f"{target.nbytes} bytes)")
+                try:
+                    _UNZSTD.decode(frame, out=target.reshape(-1))
+                except (RuntimeError, ValueError) as exc:
+                    raise JumpnetError(self.path, f"image chunk {index} is damaged ({exc})") from None
+            if not whole:
+                out[first - start:last - start] = spare[first - index * rows:last - index * rows]
+        return out
+
     def column(self, name: str) -> np.ndarray:
         arrays = self._arrays()
         if name not in arrays:
             return super().column(name)
         return _text(arrays[name][:])
+
+
+def _zstd_content_size(frame: bytes) -> int | None:
+    """The decompressed size a zstd frame's header declares (RFC 8878, 3.1.1), or None if it has none."""
+    if len(frame) < 6 or frame[:4] != b"\x28\xb5\x2f\xfd":
+        return None
+    descriptor = frame[4]
+    size_flag, single_segment = descriptor >> 6, (descriptor >> 5) & 1
+    at = 5 + (not single_segment) + (0, 1, 2, 4)[descriptor & 3]
+    width = (int(single_segment), 2, 4, 8)[size_flag]
+    if not width or len(frame) < at + width:
+        return None
+    return int.from_bytes(frame[at:at + width], "little") + (256 if width == 2 else 0)
 
 
 def _text(column: np.ndarray) -> np.ndarray:
