@@ -154,6 +154,8 @@ def _build_summary(report, folder: str) -> str:
     positives = report.accounting["positives"]
     if positives["dropped_unreleased"]:
         lines.append(f"  {positives['dropped_unreleased']} positives left out: press never released (hold NaN)")
+    if report.accounting["dataset"]["excluded_marked"]:
+        lines.append(f"  {report.accounting['dataset']['excluded_marked']} samples left out: marked bad (--exclude)")
     if positives["dropped_in_gap"]:
         lines.append(f"  {positives['dropped_in_gap']} positives left out: in the gap between training and validation")
     lines += [f"  positives with augmented copies {report.positives:>8}",

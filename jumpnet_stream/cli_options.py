@@ -192,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "samples in DIR/dataset.zarr's history group; TrainingSet(history=K) returns them stacked")
     p.add_argument("--history-stride", type=int, default=None, metavar="S",
                    help="frames between history frames (1 to 3600, default: 1)")
+    p.add_argument("--exclude", metavar="MARKS.json", default=None,
+                   help="leave out of the set the samples marked bad in this marks file (jumpnet-stream view writes "
+                   "NAME.marks.json beside the set); counted in the manifest and the set's provenance; a change "
+                   "to the file redoes only the set and what follows it")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
     _common(p, output=False)
 

@@ -312,11 +312,19 @@ def test_a_keylog_is_browsed_as_events(build):
         assert request(url + "plots")[0] == 200
 
 
-def test_a_legacy_export_is_browsed_through_its_reader(build):
-    with viewer(build / "final.npz") as url:
+@pytest.mark.parametrize("export", ["legacy", "h5", "columnar"])
+def test_every_format_is_browsed_through_its_reader(build, tmp_path, export):
+    """The legacy final.npz as built, and the set exported to .h5 and to a columnar .npz."""
+    path = build / "final.npz"
+    if export != "legacy":
+        path = tmp_path / ("set.h5" if export == "h5" else "set.npz")
+        extra = ["--layout", "columnar"] if export == "columnar" else []
+        assert run_cli("export", str(build / "dataset.zarr"), "-o", str(path), *extra, "--quiet").returncode == 0
+    with viewer(path) as url:
         status, page = request(url + "?label=1")
         positives = int(re.search(r"(\d+) of \d+ samples match", page).group(1))
         assert status == 200 and positives == len(re.findall(r'class="cell pos', page)) > 0
+        assert positives == int((open_dataset(path).column("label") == 1).sum())
         status, page = request(url + "sample/0")
         assert status == 200 and "frame_index" in page
         status, image = request(url + "image/0.png")
@@ -409,3 +417,43 @@ def test_a_bad_marks_file_is_refused_in_one_line(tmp_path, text, message):
     assert "\n" not in str(raised.value) and str(path) in str(raised.value)
     with pytest.raises(JumpnetError, match="no such marks file"):
         load_marks(tmp_path / "missing.json")
+
+
+def test_build_leaves_out_marked_samples(build, tmp_path):
+    """``build --exclude``: a rebuild with the viewer's marks file (in the build's folder, where the viewer
+    saves it) redoes only the set and what follows it, without the marked samples, counted in the manifest;
+    a changed marks file redoes the set again; without it, the set is the first build's."""
+    folder = tmp_path / "build"
+    shutil.copytree(build, folder)
+    (folder / "dataset.marks.json").unlink(missing_ok=True)   # the browser test's marks: not these
+    recordings = build.parent  # the demo folder: the recorder's collected/ and recordings/
+    before = open_dataset(folder / "dataset.zarr")
+    small = before.columns(list(SMALL_FIELDS))
+    everything = identities(small)
+    positives = np.flatnonzero(small["label"] == 1)
+    picked = [int(p) for p in (*positives[small["copy"][positives] == 0][:1],
+                               *positives[small["copy"][positives] > 0][:1], *np.flatnonzero(small["label"] == 0)[:3])]
+    book = MarkBook(str(folder / "dataset.marks.json"), str(folder / "dataset.zarr"))
+    book.change([everything[p] for p in picked], picked, bad=True)
+
+    def rebuild(*extra: str) -> dict:
+        result = run_cli("build", str(recordings), "-o", str(folder), "--quiet", "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    report = rebuild("--exclude", book.path)
+    assert set(report["ran"]) == {"dataset", "audit", "final"} and report["accounting"]["dataset"]["excluded_marked"] == 5
+    kept = open_dataset(folder / "dataset.zarr")
+    assert sorted(identities(kept.columns(list(SMALL_FIELDS)))) == \
+        sorted(i for p, i in enumerate(everything) if p not in picked)
+    assert kept.provenance[-1]["parameters"]["exclude"]["path"] == book.path
+    assert len(open_dataset(folder / "final.npz")) == report["samples"] == len(before) - 5
+
+    book.change([everything[picked[0]]], [picked[0]], bad=False)
+    assert rebuild("--exclude", book.path)["accounting"]["dataset"]["excluded_marked"] == 4
+    assert set(rebuild()["ran"]) == {"dataset", "audit", "final"}
+    again = open_dataset(folder / "dataset.zarr")
+    for name in SMALL_FIELDS:
+        np.testing.assert_array_equal(again.column(name), small[name], err_msg=name)
+    refused = run_cli("build", str(recordings), "-o", str(folder), "--exclude", str(tmp_path / "none.json"))
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1 and "no such marks file" in refused.stderr

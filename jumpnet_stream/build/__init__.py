@@ -77,6 +77,11 @@ def _check_inputs(sessions: list[Session], options: BuildOptions, folder: str) -
         if options.key not in keys:
             raise JumpnetError(recording.raw, f"key '{options.key}' is not in the recording's keys ({', '.join(keys)})")
         Video(recording.video)
+    if options.exclude is not None:
+        from ..viewer.marks import load_marks
+
+        load_marks(options.exclude)   # a marks file that cannot be read is refused before any work
+        # (it may sit in the build's folder: the viewer saves DIR/dataset.marks.json, which no stage writes)
 
 
 LOCK = ".jumpnet-build.lock"
@@ -138,7 +143,8 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
     from .. import __version__
 
     names = session_names(sessions)
-    hashes = InputHashes([path for s in sessions for path in (s.raw, s.video)], manifest)
+    hashes = InputHashes([path for s in sessions for path in (s.raw, s.video)]
+                         + ([options.exclude] if options.exclude else []), manifest)
     manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
 
     def hashed_inputs(wait: bool = False) -> None:

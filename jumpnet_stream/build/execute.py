@@ -26,6 +26,7 @@ from ..stages.frames import recording_frames
 from ..stages.negatives import check_fits, held
 from ..stages.preprocess import preprocess
 from ..video import Video
+from ..viewer.marks import IDENTITY, load_marks, marked_rows
 from .manifest import InputHashes, Manifest, fingerprint
 from .plan import StageSpec
 
@@ -89,13 +90,15 @@ def _augment(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
                           AugmentOptions(**spec.parameters), overwrite=True, quiet=quiet))
 
 
-def class_weights(datasets: list[Any]) -> dict[str, dict[str, float]]:
+def class_weights(datasets: list[Any], exclude: str | None = None) -> dict[str, dict[str, float]]:
     """Per split, each class's weight: inverse frequency, ``samples / (2 x samples of the class)``, so both
-    classes weigh the same in total (1 where a split has one class only)."""
+    classes weigh the same in total (1 where a split has one class only); the samples a marks file
+    ``exclude`` names do not count."""
     counts: dict[str, dict[float, int]] = {}
     for dataset in datasets:
-        columns = dataset.columns(["split", "label"])
-        for split, label in zip(columns["split"], columns["label"]):
+        columns = dataset.columns(["split", "label", *IDENTITY] if exclude else ["split", "label"])
+        keep = ~marked_rows(columns, load_marks(exclude)) if exclude else slice(None)
+        for split, label in zip(columns["split"][keep], columns["label"][keep]):
             counts.setdefault(str(split), {0.0: 0, 1.0: 0})[float(label)] += 1
     weights = {}
     for split, by_class in counts.items():
@@ -109,7 +112,8 @@ def class_weights(datasets: list[Any]) -> dict[str, dict[str, float]]:
 def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
     out = os.path.join(folder, spec.output)
     inputs = [os.path.join(folder, p) for p in spec.paths["inputs"]]
-    weights = class_weights([open_dataset(p) for p in inputs])
+    exclude = spec.paths.get("exclude")
+    weights = class_weights([open_dataset(p) for p in inputs], exclude)
 
     def weighted(chunk: Chunk) -> Chunk:
         table = {(split, label): weights[split]["positive" if label else "negative"] for split in weights
@@ -118,7 +122,7 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
         return Chunk({**chunk.columns, "weight": values})
 
     result = merge(inputs, out, shuffle=True, seed=spec.parameters["seed"], overwrite=True, quiet=quiet,
-                   transform=weighted)
+                   transform=weighted, exclude=exclude)
     history = {}
     if "history" in spec.parameters:
         count, stride = spec.parameters["history"]
@@ -129,8 +133,9 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
     splits = {split: {"positives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 1))),
                       "negatives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 0)))}
               for split in sorted(set(columns["split"].tolist()))}
+    excluded = {"excluded_marked": result.excluded} if exclude else {}
     return {"samples": result.written, "keys": result.keys, "image_shape": list(dataset.image_shape),
-            "bytes": disk_size(out), "splits": splits, "class_weights": weights, **history}
+            "bytes": disk_size(out), "splits": splits, "class_weights": weights, **excluded, **history}
 
 
 def _audit(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
@@ -257,7 +262,7 @@ def accounting(counts: dict[str, dict], names: list[str], frames: list[dict[str,
                           "augmented_copies": counts["augment"]["copies"], "multiplier": multiplier},
             "dataset": {"positives": sum(s["positives"] for s in splits.values()),
                         "negatives": sum(s["negatives"] for s in splits.values()), "samples": dataset["samples"],
-                        "splits": splits}}
+                        "excluded_marked": dataset.get("excluded_marked", 0), "splits": splits}}
 
 
 def check_sizes(surveys: list[dict[str, Any]]) -> None:

@@ -57,6 +57,7 @@ class BuildOptions:
     positive_images: str = "video"  # positives' images: the video frame at the press (label masked), or keylog
     history: int = 0               # video frames before each sample stored with it (0: none)
     history_stride: int = 1        # frames between them
+    exclude: str | None = None     # a marks file (the viewer's): the samples it names are left out of the set
 
     def __post_init__(self) -> None:
         for name in ("multiplier", "negatives", "radius"):
@@ -169,8 +170,9 @@ def load_config(path: str | os.PathLike) -> tuple[list[Session], dict[str, Any]]
         recordings.append(Session(resolve(entry["raw"], "raw"), resolve(entry["video"], "video")))
     for folder in folders:
         recordings += pair_directory(resolve(folder, "a directory"))
-    if "output" in config:
-        config["output"] = resolve(config["output"], "output")
+    for name in ("output", "exclude"):
+        if name in config:
+            config[name] = resolve(config[name], name)
     unknown = set(config) - set(OPTION_NAMES) - {"output"}
     if unknown:
         raise JumpnetError(path, f"unknown setting(s) {', '.join(sorted(unknown))}: known are "

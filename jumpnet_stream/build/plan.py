@@ -102,7 +102,9 @@ def plan_set(frames: list[StageSpec], options: BuildOptions, splits: tuple[str, 
     history = {"history": [options.history, options.history_stride]} if options.history else {}
     specs.append(StageSpec("dataset", "dataset", {"seed": options.seed, **history},
                            {"inputs": [specs[1].output, *(s.outputs[0] for s in frames)],
-                            "history": [s.outputs[2] for s in frames if len(s.outputs) > 2]},
+                            "history": [s.outputs[2] for s in frames if len(s.outputs) > 2],
+                            "exclude": options.exclude},
+                           inputs=(options.exclude,) if options.exclude else (),
                            upstream=("augment", *(s.name for s in frames)), outputs=("dataset.zarr",)))
     specs.append(StageSpec("audit", "audit", {"seed": options.seed}, {"input": "dataset.zarr"}, upstream=("dataset",)))
     if options.legacy:

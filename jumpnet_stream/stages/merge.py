@@ -31,6 +31,7 @@ class MergeReport:
     keys: list[str] = field(default_factory=list)
     inputs: list[dict] = field(default_factory=list)
     written: int = 0
+    excluded: int = 0  # samples a marks file (``exclude``) left out
 
 
 def union_keys(key_lists: list[list[str]]) -> list[str]:
@@ -126,10 +127,12 @@ def shuffled(chunks: Iterable[Chunk], total: int, seed: int, folder: str, keys: 
 
 def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
           keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True,
-          transform: Callable[[Chunk], Chunk] | None = None) -> MergeReport:
+          transform: Callable[[Chunk], Chunk] | None = None,
+          exclude: str | os.PathLike | None = None) -> MergeReport:
     """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
     ``keys`` names the keys of inputs that hold none (the original scripts' .npz files); ``transform`` is
-    applied to every chunk before it is written (the build sets each sample's weight with it)."""
+    applied to every chunk before it is written (the build sets each sample's weight with it); the
+    samples a marks file ``exclude`` names are left out (before the shuffle: the rest keep their order)."""
     if not inputs:
         raise JumpnetError(None, "merge needs at least one input")
     output = os.fspath(output)
@@ -140,11 +143,17 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
     if len(shapes) > 1:
         raise JumpnetError(None, f"the inputs' images differ in size ({', '.join(map(str, sorted(shapes)))}): "
                                  "resize them to one size first")
-    total = sum(len(d) for d in datasets)
     report = MergeReport(keys=union, inputs=[described(p, samples=len(d), keys=d.keys)
                                              for p, d in zip(inputs, datasets)])
-    bar = progress_bar(total, f"merge -> {os.path.basename(output)}", unit="sample", quiet=quiet)
     chunks = merged_chunks(datasets, union)
+    if exclude is not None:
+        from ..viewer.marks import IDENTITY, drop_marked, load_marks, marked_rows
+
+        marks = load_marks(exclude)
+        report.excluded = sum(int(marked_rows(d.columns(list(IDENTITY)), marks).sum()) for d in datasets)
+        chunks = drop_marked(chunks, marks, [0])
+    total = sum(len(d) for d in datasets) - report.excluded
+    bar = progress_bar(total, f"merge -> {os.path.basename(output)}", unit="sample", quiet=quiet)
     if shuffle:
         def spooled(n: int) -> None:
             bar.set_description(f"merge (spooling) -> {os.path.basename(output)}", refresh=False)
@@ -159,11 +168,13 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
 
     def counts(rows: int) -> dict:
         report.written = rows
-        return {"samples": rows, "keys": union}
+        return {"samples": rows, "keys": union, **({"excluded_marked": report.excluded} if exclude else {})}
 
     history_inputs = [{**entry, "provenance": d.provenance} for entry, d in zip(report.inputs, datasets)]
     run_stage(chunks, output, keys=union, stage="merge",
-              parameters={"shuffle": shuffle, "seed": seed if shuffle else None}, inputs=history_inputs,
+              parameters={"shuffle": shuffle, "seed": seed if shuffle else None,
+                          **({"exclude": described(os.fspath(exclude))} if exclude is not None else {})},
+              inputs=history_inputs,
               counts=counts, bar=bar, image_shape=shapes.pop() if shapes else None,
               jump_key=jump_key([{"inputs": history_inputs}]), overwrite=overwrite)
     return report
