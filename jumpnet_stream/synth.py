@@ -1,9 +1,10 @@
 """Synthetic recordings made as the recorder makes them, for tests, benchmarks and the demo.
 
 A scrolling, textured side-on scene with a player that jumps while the first key is held. The recorder
-(``Data_scrap_tool.py`` and ``capture.py``/``data_collector.py`` beside it) writes, per loop of capture,
-drawing and ``sleep(1/30)`` (so the real rate is below the labelled 30 fps), one video frame: the 227x227
-capture with a green ``"<key>↓"`` drawn at ``(5 + 50 * i, 20)`` for every tracked key ``i`` held, scaled
+(``Data_scrap_tool.py`` and ``capture.py``/``data_collector.py`` beside it) grabs the game's window from
+the screen (here a 454x454 rendering) and resizes it to the 227x227 capture with INTER_LINEAR. It writes,
+per loop of capture, drawing and ``sleep(1/30)`` (so the real rate is below the labelled 30 fps), one
+video frame: the capture with a green ``"<key>↓"`` drawn at ``(5 + 50 * i, 20)`` for every tracked key ``i`` held, scaled
 up 2x with INTER_NEAREST, mp4v. A keyboard listener logs every event (the OS's auto-repeated presses
 too) with a fresh, clean capture and ``frame_idx`` = the frames written so far: the frame with that
 index is the first captured after the event, and an event after the last frame names the frame count.
@@ -27,6 +28,7 @@ CAPTURE_PERIOD = 1 / FPS + 0.004  # the recorder's real loop: capture and drawin
 LABEL_GREEN = (0, 255, 0)  # the key label's colour (the same in BGR and RGB)
 REPEAT_DELAY = 0.5  # seconds before the OS starts repeating a held key's press
 REPEAT_RATE = 30.0  # repeated presses per second while held
+SCREEN = 2  # the game's window on the screen, in capture sizes (the recorder scales it down to the capture)
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class SyntheticRecording:
 
 
 class Scene:
-    """Renders capture frame ``f`` (RGB uint8) as a pure function of ``f`` and the jump timeline."""
+    """Renders the game's window at frame ``f`` (``size`` square, RGB uint8) as a pure function of ``f``
+    and the jump timeline; :meth:`capture` is the recorder's grab of it."""
 
     def __init__(self, size: int, seed: int, jumps: list[tuple[int, int]]):
         rng = np.random.default_rng(seed)
@@ -86,6 +89,10 @@ class Scene:
         frame[top:top + side, left:left + side] = (235, 60, 40)
         frame[top + side // 4:top + side // 2, left + side // 2:left + 3 * side // 4] = (255, 255, 255)
         return np.clip(frame, 0, 255).astype(np.uint8)
+
+    def capture(self, f: int, size: int) -> np.ndarray:
+        """The recorder's capture of frame ``f``: the window resized to ``size`` square with INTER_LINEAR."""
+        return cv2.resize(self.render(f), (size, size), interpolation=cv2.INTER_LINEAR)
 
 
 def _key_intervals(rng: np.random.Generator, end: float, main: bool) -> list[tuple[float, float]]:
@@ -199,7 +206,7 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
     events = _events(rng, frames * CAPTURE_PERIOD, keys)
     main_presses = [(frames_before(t0), frames_before(t1)) for t0, t1 in _pairs(events)]
     jumps = [(start, max(10, int(12 + 0.6 * (stop - start)))) for start, stop in main_presses]
-    scene = Scene(capture, seed, jumps)
+    scene = Scene(SCREEN * capture, seed, jumps)
     npz_path = os.path.join(keylog_dir, f"{name}.npz")
     video_path = os.path.join(video_dir, f"{name}_120000.mp4") if video else None
 
@@ -222,7 +229,7 @@ def make_recording(out_dir: str | os.PathLike, *, name: str = "demo", seconds: f
             position += 1
         if not here and (out is None or f == frames):
             continue
-        capture_rgb = scene.render(f)
+        capture_rgb = scene.capture(f, capture)
         image = capture_rgb.astype(np.float32) / np.float32(255)
         for prev, multi_hot, holds, phase, frame in here:
             while sink.count in bad_at:

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
+from jumpnet_stream.formats import open_dataset
 from jumpnet_stream.recording import Recording
-from jumpnet_stream.synth import CAPTURE_PERIOD, FPS, LABEL_GREEN, Scene, make_recording, preview_frame
+from jumpnet_stream.synth import CAPTURE_PERIOD, FPS, LABEL_GREEN, SCREEN, Scene, make_recording, preview_frame
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def test_keylog_images_are_clean_captures_of_the_next_frame(recorded):
     assert np.all(np.diff(frames) >= 0) and frames.max() <= rec.frames
     scene = _scene(rec)
     for i in range(0, len(frames), 7):
-        np.testing.assert_array_equal(events["image"][i], scene.render(int(frames[i])))
+        np.testing.assert_array_equal(events["image"][i], scene.capture(int(frames[i]), 227))
 
 
 def _scene(rec) -> Scene:
@@ -72,7 +73,7 @@ def _scene(rec) -> Scene:
         if before and not now:
             jumps.append((int(start), max(10, int(12 + 0.6 * (frame - start)))))
         before = now
-    return Scene(227, 21, jumps)
+    return Scene(SCREEN * 227, 21, jumps)
 
 
 def test_video_frames_are_the_labelled_preview(recorded):
@@ -90,8 +91,8 @@ def test_video_frames_are_the_labelled_preview(recorded):
         held_at.append(state.copy())
     checked = {True: 0, False: 0}
     for f in range(0, rec.frames, 5):
-        want = preview_frame(scene.render(f), ("w", "a"), held_at[f])
-        other = preview_frame(scene.render(f + 2), ("w", "a"), held_at[f])
+        want = preview_frame(scene.capture(f, 227), ("w", "a"), held_at[f])
+        other = preview_frame(scene.capture(f + 2, 227), ("w", "a"), held_at[f])
         loss = np.abs(video[f].astype(int) - want).mean()
         assert loss < 4 and loss < 0.5 * np.abs(video[f].astype(int) - other).mean(), f  # mp4v's loss only
         label = video[f][2 * 6:2 * 22, 2 * 5:2 * 45].astype(int)  # where "w↓" is drawn, in the 2x frame
@@ -130,6 +131,12 @@ def test_a_jump_after_the_last_frame_is_kept(tmp_path):
     assert built.returncode == 0, built.stderr
     frames = json.loads(built.stdout)["accounting"]["recordings"]["late"]
     assert frames["positives"] == sum(1 for e in data if str(e[4]) == "release")
+    positives = str(tmp_path / "late-positives.zarr")
+    assert run_cli("preprocess", rec.npz, "-o", positives, "--quiet").returncode == 0
+    assert open_dataset(positives).column("frame_index").max() == rec.frames   # the late jump is a positive
+    negatives = run_cli("negatives", rec.video, "--positives", positives, "-o", str(tmp_path / "neg.zarr"),
+                        "--keep", "20", "--json")
+    assert negatives.returncode == 0 and json.loads(negatives.stdout)["written"] == 20, negatives.stderr
     far = run_cli("build", "--recording", rec.npz, "--video", _short_video(rec, tmp_path), "-o", str(tmp_path / "x"))
     assert far.returncode == 1 and "is the keylog from another recording?" in far.stderr
 
