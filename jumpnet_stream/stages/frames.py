@@ -7,6 +7,10 @@ apart by sharpness alone, a shortcut a model learns instead of the game; taken f
 classes carry the same codec artifacts. The recorder's key label, drawn on the press frames and on no kept
 negative, would then tell them apart instead: ``mask`` fills the strip that holds it, in every image of
 both classes (:mod:`recorder`).
+
+This is the one stage that writes two outputs, and so the one that does not go through
+:func:`runner.run_stage` (one chunk stream into one output): each decoded frame may be a negative, a
+positive's image and a history frame at once, and the video is read once for all of them.
 """
 
 from __future__ import annotations
