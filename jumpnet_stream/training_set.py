@@ -98,7 +98,7 @@ class TrainingSet:
         rows = self._rows[positions]
         blocks = rows // self.block
         images = np.empty((len(rows), *self.image_shape), np.uint8)
-        for block in np.unique(blocks):
+        for block in sorted(np.unique(blocks).tolist(), key=lambda b: b not in self._cache):  # hits first
             at = blocks == block
             images[at] = self._chunk(int(block))["image"][rows[at] - block * self.block]
         return [self._sample(int(i), int(row), image) for i, row, image in zip(positions, rows, images)]
@@ -149,6 +149,8 @@ class ChunkShuffleSampler:
     """A seeded shuffled order of a :class:`TrainingSet` that visits it a few stored chunks at a time:
     the chunks in a shuffled order, and the samples of each ``window`` consecutive chunks shuffled
     together. Every sample once per epoch; ``set_epoch`` (or ``epoch=``) gives the next epoch's order.
+    The window is half the set's chunk cache by default, so a batch that spans two windows still finds
+    every chunk it needs cached and each chunk is decoded once per epoch (batches of up to a window).
 
     A DataLoader hands its batches to its worker processes in turn, so with ``num_workers=W`` every
     worker would decode every chunk of a window. Given the loader's ``workers`` and ``batch_size``, the
@@ -157,7 +159,7 @@ class ChunkShuffleSampler:
     def __init__(self, dataset: TrainingSet, seed: int = 0, epoch: int = 0, window: int | None = None,
                  workers: int = 1, batch_size: int = 1):
         self.seed, self.epoch = int(seed), int(epoch)
-        self.window = int(window if window is not None else dataset.cache_chunks)
+        self.window = int(window if window is not None else max(1, dataset.cache_chunks // 2))
         if self.window < 1:
             raise ValueError(f"window must be at least 1 chunk, not {self.window}")
         if workers < 1 or batch_size < 1:
