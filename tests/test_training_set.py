@@ -213,7 +213,7 @@ def test_history_is_stored_once_per_frame(built):
 
 def test_history_is_refused_where_there_is_none(built, tmp_path):
     root, _ = built
-    with pytest.raises(JumpnetError, match="has no frame history: build with --history 2"):
+    with pytest.raises(JumpnetError, match="has no frame history: build it with history 2"):
         TrainingSet(root / "set" / "final.npz", history=2)
     with pytest.raises(JumpnetError, match=f"holds {HISTORY} history frames per sample, not {HISTORY + 1}"):
         TrainingSet(root / "set" / "dataset.zarr", history=HISTORY + 1)
