@@ -228,7 +228,7 @@ def test_unknown_extension(tmp_path):
             pass
 
 
-def _deflate(path) -> None:
+def deflate_npz(path) -> None:
     """Rewrite a columnar .npz as ``np.savez_compressed`` would have: every member deflated."""
     with np.load(path) as stored:
         arrays = {name: stored[name] for name in stored.files}
@@ -245,7 +245,7 @@ class TestColumnarNpzDeflated(FormatContract):
 
     def write(self, path, chunks: list[Chunk], keys=("w", "a")) -> None:
         super().write(path, chunks, keys)
-        _deflate(path)
+        deflate_npz(path)
 
     def test_take_reads_the_member_once(self, tmp_path):
         """Rows from ten blocks: one pass through the deflated image member, not one from its start per block
