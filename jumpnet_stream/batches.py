@@ -1,8 +1,9 @@
 """Batches for a training loop, from any dataset format, in order or shuffled, never loading it whole.
 
 Shuffling is the streaming kind: the order of the stored chunks is permuted (where the format can
-read them in any order: all but a legacy .npz another tool wrote), and samples are shuffled within a window of ``window`` samples
-(256 images of 227x227: about 40 MB). In order, only one batch is held at a time.
+read them in any order: all but a legacy .npz another tool wrote and an .npz compressed with
+``np.savez_compressed``), and samples are shuffled within a window of ``window`` samples (256 images of
+227x227: about 40 MB). In order, only one batch is held at a time.
 For an exact permutation of the whole set, write one with ``merge --shuffle`` first.
 """
 

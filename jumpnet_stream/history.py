@@ -131,7 +131,7 @@ class HistoryFrames:
         self.path, self.count = path, count
         info = describe(path) if os.path.isdir(path) else None
         if info is None:
-            raise JumpnetError(path, f"has no frame history: build with --history {count} (only a build's "
+            raise JumpnetError(path, f"has no frame history: build it with history {count} (only a build's "
                                      "dataset.zarr holds history)")
         if count > info["frames"]:
             raise JumpnetError(path, f"holds {info['frames']} history frames per sample, not {count}")

@@ -57,7 +57,7 @@ class SkipFallback(JumpnetError):
     have refused, so that event would not have counted): read the keylog whole instead."""
 
 
-#: The type strings of the dtypes an image may have: what ``recording.as_image`` accepts (uint8, or a float).
+#: The type strings of the dtypes an image may have: what ``entry_values.as_image`` accepts (uint8, or a float).
 _IMAGE_DTYPE = re.compile(r"[|<>]?(u1|f[0-9]{1,2})")
 
 

@@ -23,8 +23,8 @@ from .errors import JumpnetError
 from .image_refs import SkipFallback
 from .npz import (WHOLE_LOAD_RATIO, Counting, available_memory, member_data_offset, member_name, object_array,
                   open_member, open_zip, read_errors, read_header, stored_member_offset)
-from .safe_pickle import MEMO_BUDGET
 from .pickle_allowlist import NeedsWholeLoad
+from .pickle_bounds import MEMO_BUDGET
 from .safe_pickle import StreamingUnpickler
 
 

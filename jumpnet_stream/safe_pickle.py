@@ -13,38 +13,17 @@ from __future__ import annotations
 
 import math
 import pickle
-import sys
 import weakref
 from collections import OrderedDict
 from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from .image_refs import ImageRef, SkippedBytes
-from .pickle_allowlist import (_FORBIDDEN, _NDARRAY, _POINTER, NeedsWholeLoad, UnsafePickleError, _Stop, _what,
-                               find_allowed)
+from .image_refs import ImageRef
+from .pickle_allowlist import _FORBIDDEN, _NDARRAY, NeedsWholeLoad, UnsafePickleError, _Stop, _what, find_allowed
+from .pickle_bounds import (MAX_DEPTH, MAX_ITEM_OBJECTS, MAX_LIVE_BYTES, MAX_MEMO_ENTRIES, MAX_NAME, MAX_OBJECT_BYTES,
+                            MAX_PINNED, MAX_STACK_ITEMS, MEMO_BUDGET, MEMO_ENTRY, plain_arrays, weight_of)
 from .pickle_opcodes import opcode_table, resolved
-
-
-# Memory bounds: what a small (compressed) file may make this interpreter hold, whatever it declares.
-#: One str/bytes object or array, in memory: an image's pixels. 24 MiB holds a 3840x2160 RGB frame as
-#: uint8 or a 1920x1080 one as float32 (23.7 MiB each; the recorder's 227x227x3 float32 capture is
-#: 0.6 MB); a 4096x4096 RGB image (48 MiB as uint8) is over it. Refused when declared, before anything
-#: is allocated.
-MAX_IMAGE_BYTES = 24 << 20
-MAX_OBJECT_BYTES = MAX_IMAGE_BYTES
-#: Bytes built and not yet handed out (the entries waiting on the stack, what is being built, garbage),
-#: beside the memo's own budget: a pickle that holds more at once is refused as a memory bomb.
-MAX_LIVE_BYTES = 96 << 20
-MEMO_BUDGET = 32 << 20      # memoized objects kept for back-references (streaming), least recently used out
-MAX_MEMO_ENTRIES = 1 << 17  # and at most this many of them
-MAX_DEPTH = 64              # nested MARKs (numpy's pickles of nested object arrays use a few)
-MAX_STACK_ITEMS = 1 << 18   # values on the stack, all levels together (numpy's batches hold 1000)
-MAX_ITEM_OBJECTS = 1 << 20  # objects in one handed-out element (a recorder entry holds about ten)
-MAX_PINNED = 1 << 16
-_MAX_NAME = 256             # bytes of a GLOBAL's module or name
-_MEMO_ENTRY = 256        # bytes the memo's bookkeeping takes per entry (measured: ~250), counted in its budget
-
 
 
 class StreamingUnpickler:
@@ -123,11 +102,11 @@ class StreamingUnpickler:
 
     def _line(self) -> str:
         """A GLOBAL's module or name: at most 256 bytes, then a newline (read in one call, not byte by byte)."""
-        line = self._readline(min(_MAX_NAME + 1, self._remaining))
+        line = self._readline(min(MAX_NAME + 1, self._remaining))
         self._remaining -= len(line)
         if line.endswith(b"\n"):
             return line[:-1].decode("utf-8")
-        if len(line) > _MAX_NAME:
+        if len(line) > MAX_NAME:
             raise pickle.UnpicklingError("pickle GLOBAL name too long")
         raise pickle.UnpicklingError("pickle data truncated")
 
@@ -178,7 +157,7 @@ class StreamingUnpickler:
         if old is not None:
             self._memo_weight -= old[1]
         self._memo_next = max(self._memo_next, index + 1)
-        self._fresh += _MEMO_ENTRY
+        self._fresh += MEMO_ENTRY
         obj = self.stack[-1]
         if _pinnable(obj):
             self._pinned[index] = obj
@@ -222,7 +201,7 @@ class StreamingUnpickler:
             if id(entry[0]) in building:
                 pending.append(index)
                 continue
-            weight = _weight(entry[0], seen) + _MEMO_ENTRY
+            weight = weight_of(entry[0], seen) + MEMO_ENTRY
             self._memo[index] = (entry[0], weight)
             self._memo_weight += weight
         self._unweighed = pending
@@ -238,10 +217,10 @@ class StreamingUnpickler:
         self._weigh_memo()
         seen: set[int] = set()
         batch = self._batch_stack()
-        held = sum(_weight(x, seen) for level in (*self.metastack, self.stack) if level is not batch for x in level)
+        held = sum(weight_of(x, seen) for level in (*self.metastack, self.stack) if level is not batch for x in level)
         held += coming + (self._memo_weight + self._handed if self._whole else 0)
         if batch is not None:
-            weights = [_weight(x, seen) for x in batch]
+            weights = [weight_of(x, seen) for x in batch]
             # Under pressure the lag shrinks to one item (even while the next one is being built, deeper):
             # only a crafted file makes anything but the top one part of a later item, and then its element
             # count comes out wrong and it is refused.
@@ -273,11 +252,11 @@ class StreamingUnpickler:
         """Everything an item about to be handed out holds: no object awaiting its state, every plain
         array within the buffer it was built over. Returns the bytes it holds."""
         seen: set[int] = set()
-        weight = _weight(item, seen)
+        weight = weight_of(item, seen)
         if not seen.isdisjoint(self._awaiting_build):
             obj = self._awaiting_build[next(iter(seen.intersection(self._awaiting_build)))]
             raise UnsafePickleError(f"pickle hands out a numpy {_what(obj)} before its state is set")
-        for array in _plain_arrays(item):
+        for array in plain_arrays(item):
             self._check_buffer(array)
         return weight
 
@@ -386,58 +365,8 @@ class StreamingUnpickler:
         return self._target is not None and not self.metastack and len(self.stack) == 1 and self.stack[0] is obj
 
 
-def _plain_arrays(item: object) -> Iterator[np.ndarray]:
-    """The non-object arrays an item holds, at any depth (each once)."""
-    seen: set[int] = set()
-    todo = [item]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, np.ndarray):
-            if obj.dtype.hasobject:
-                todo.extend(obj.flat)
-            else:
-                yield obj
-        elif isinstance(obj, (tuple, list)):
-            todo.extend(obj)
-        elif isinstance(obj, SkippedBytes):  # only ever an image's data on its way to BUILD
-            raise UnsafePickleError("pickle hands out an array's data apart from its array")
-
-
 def _pinnable(obj: object) -> bool:
     """Small objects that a pickle shares across far-apart entries (dtypes, globals, literals such as
     'release'): kept while in use, up to MAX_PINNED of them, least recently used first out."""
     return isinstance(obj, (np.dtype, str)) and (not isinstance(obj, str) or len(obj) <= 64) \
         or callable(obj) or obj is _NDARRAY
-
-
-def _weight(obj: object, seen: set[int] | None = None) -> int:
-    """Bytes an object holds, all it refers to included (each object once, in ``seen``); more than
-    :data:`MAX_ITEM_OBJECTS` references in all is refused."""
-    seen = set() if seen is None else seen
-    todo, total, visits = [obj], 0, 0
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        children: object = ()
-        if isinstance(obj, np.ndarray):
-            total += 64 + obj.nbytes
-            if obj.dtype.hasobject:
-                children = obj.flat
-                visits += obj.size
-        elif isinstance(obj, (tuple, list)):
-            total += 56 + _POINTER * len(obj)
-            children = obj
-            visits += len(obj)
-        else:
-            total += sys.getsizeof(obj) if isinstance(obj, (bytes, bytearray, str)) else 64
-        if visits + len(seen) > MAX_ITEM_OBJECTS:
-            raise UnsafePickleError(f"pickle makes an object of more than {MAX_ITEM_OBJECTS} elements")
-        todo.extend(children)
-    return total
-
-

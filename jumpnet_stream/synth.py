@@ -319,3 +319,28 @@ def write_clip(path: str | os.PathLike, frames: np.ndarray, *, claimed: int | No
         data[at + offset:at + offset + 4] = int(claimed).to_bytes(4, "little")
     with open(path, "wb") as f:
         f.write(data)
+
+
+def write_event_flood(path: str | os.PathLike, events: int, *, frames: int, keys: Sequence[str] = ("w", "a"),
+                      jump_every: int = 100, size: int = 1) -> str:
+    """A recorder keylog of ``events`` events with ``size`` x ``size`` captures, spread evenly over the
+    ``frames`` of a video: press/release pairs of the second key (taps of another key), every
+    ``jump_every``-th pair the first key's (a jump). What a long session of tiny events makes, for the
+    memory and time a build takes per event (``benchmarks/bench_events.py``)."""
+    path = os.fspath(path)
+    writer = ObjectArrayWriter(path, rows=events)
+    image = np.zeros((size, size, 3), np.float32)
+    nothing, interval = np.zeros(len(keys), np.float32), frames * CAPTURE_PERIOD / max(events, 1)
+    for i in range(events):
+        key = 0 if (i // 2) % jump_every == 0 else 1
+        held = np.zeros(len(keys), np.float32)
+        if i % 2 == 0:
+            held[key] = 1.0
+            entry = (image, interval, held, nothing, "press", i * frames // events)
+        else:
+            hold = np.zeros(len(keys), np.float32)
+            hold[key] = interval
+            entry = (image, 0.0, held, hold, "release", i * frames // events)
+        writer.append(entry)
+    writer.close({"keys": np.array(list(keys))})
+    return path

@@ -119,7 +119,7 @@ class Video:
         message = (f"video ends after {self.frames_read} frames, but its container claims {self.claimed_frames} "
                    "(truncated or corrupt?)")
         if strict:
-            raise JumpnetError(self.path, f"{message} (--strict)")
+            raise JumpnetError(self.path, f"{message} (strict)")
         return f"{message}: kept what decoded"
 
     @property

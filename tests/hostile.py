@@ -698,10 +698,24 @@ def columnar_small_field_bomb(folder: Path) -> Path:
     return write_npz(folder / "col_small_bomb.npz", members, deflate=True)
 
 
+# -- keylogs: keys that are not text ---------------------------------------------------------------------
+def keylog_keys_not_text(folder: Path) -> Path:
+    """A keylog whose one key name is a lone surrogate (a ``<U1`` array holds the code point; no output can)."""
+    return keylog_with_items(folder / "keys_surrogate.npz", good_entry(), 1, keys=("\udc80",))
+
+
+def keylog_old_keys_not_text(folder: Path) -> Path:
+    """The same in the recorder's old ``keys`` layout: a (1, K) object array of str, pickled."""
+    keys = io.BytesIO()
+    np.save(keys, np.array([["\udc80"]], dtype=object), allow_pickle=True)  # writing our own file
+    data = npy_header((1,)) + object_array_pickle(good_entry(), 1)
+    return write_npz(folder / "old_keys_surrogate.npz", {"data": data, "keys": keys.getvalue()})
+
+
 # -- the registry: every crafted input, the command that reads it, and what its refusal says ----------------
 @dataclass(frozen=True)
 class Case:
-    kind: str                       # its row in the table: "pickle: ..." and "zip" are keylogs, others datasets
+    kind: str                       # its row in the table: "pickle: ...", "zip", "keylog: ..." are keylogs, others datasets
     make: Callable[[Path], Path]    # the generator
     expect: str                     # a fragment of the one-line refusal
 
@@ -712,7 +726,7 @@ class Case:
     @property
     def command(self) -> str:
         """``preprocess`` reads a keylog, ``export`` a dataset."""
-        return "preprocess" if self.kind.startswith(("pickle", "zip")) else "export"
+        return "preprocess" if self.kind.startswith(("pickle", "zip", "keylog")) else "export"
 
     def args(self, path: Path, out: Path) -> list[object]:
         return [self.command, path, "-o", out]
@@ -745,6 +759,8 @@ CASES = [
     Case("zip", zip_of_many_members, "a zip archive of 300000 members (more than 4096)"),
     Case("zip", zip_of_some_members, "npz has no 'keys' array (it has: m0, m1, m10, m100, m101, m102, m103, m104, "
                                      "m105, m106, and 990 more)"),
+    Case("keylog: keys not text", keylog_keys_not_text, "'keys' holds '\\udc80', which is not valid text"),
+    Case("keylog: keys not text", keylog_old_keys_not_text, "'keys' holds '\\udc80', which is not valid text"),
     Case("h5: disclosure", h5_external_storage, "'image' keeps its data in external files"),
     Case("h5: disclosure", h5_virtual_dataset, "'image' is a virtual dataset"),
     Case("h5: disclosure", h5_external_link, "'image' is an external link"),

@@ -413,7 +413,7 @@ def test_existing_output_is_refused_and_kept(game, tmp_path, command, kind):
         out.mkdir()
         (out / "precious.txt").write_text("keep me")
     result = cli(*_command(command, game, tmp_path), "-o", out)
-    assert_refused(result, out, "output exists (pass --overwrite to replace it)")
+    assert_refused(result, out, "output exists (the overwrite option replaces it)")
     if kind == "file":
         assert out.read_bytes() == b"precious"
     else:

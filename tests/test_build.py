@@ -208,7 +208,7 @@ def test_config_file_holds_options_and_recordings(sessions, tmp_path):
     ("no video", "no video named"),
     ("two videos", "several videos could be its recording"),
     ("not empty", "is not empty and holds no earlier build"),
-    ("unpaired flags", "--recording and --video go in pairs"),
+    ("unpaired flags", "keylogs and videos go in pairs"),
 ])
 def test_build_input_errors(sessions, tmp_path, case, message):
     folder = tmp_path / "in"

@@ -90,6 +90,21 @@ def test_a_container_claiming_billions_of_frames_is_counted_instead(session, tmp
     assert counts["excluded"] + counts["eligible"] == frames and counts["written"] == 10
 
 
+def test_a_build_on_a_container_claiming_billions_of_frames_counts_them(session, tmp_path):
+    """The whole build on an AVI claiming 2**31 frames: its frames counted by decoding, every stage in
+    bounded memory (the watcher's cap; a flag per claimed frame would be 2 GB, over RLIMIT_DATA)."""
+    root, rec = session
+    capture = cv2.VideoCapture(rec.video)
+    video = _claiming_avi(tmp_path / "run_120000.avi", np.stack([capture.read()[1] for _ in range(rec.frames)]),
+                          2 ** 31)
+    result = run_capped("build", "--recording", rec.npz, "--video", video, "-o", tmp_path / "set", "--negatives", "40",
+                        "--json")
+    report = ok(result)
+    assert report["accounting"]["recordings"]["run"]["frames"]["frames"] == rec.frames
+    assert report["negatives"] == 40
+    assert result.peak_mb < PROMISE_MB, f"peak {result.peak_mb:.0f} MB"
+
+
 def test_a_still_image_named_like_a_video_is_refused(session, tmp_path):
     root, rec = session
     still = tmp_path / "run_120000.mp4"

@@ -226,3 +226,43 @@ def test_unknown_extension(tmp_path):
     with pytest.raises(JumpnetError, match=r"unknown dataset format '\.parquet': use one of "):
         with create_dataset(tmp_path / "d.parquet", ["w"]):
             pass
+
+
+def deflate_npz(path) -> None:
+    """Rewrite a columnar .npz as ``np.savez_compressed`` would have: every member deflated."""
+    with np.load(path) as stored:
+        arrays = {name: stored[name] for name in stored.files}
+    path.unlink()
+    with open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+class TestColumnarNpzDeflated(FormatContract):
+    """A columnar .npz another tool compressed (``np.savez_compressed``): every row can still be read, but
+    only by decompressing the image member from its start, so the reader says it is not random access."""
+    ext = ".npz"
+    layout = "columnar"
+
+    def write(self, path, chunks: list[Chunk], keys=("w", "a")) -> None:
+        super().write(path, chunks, keys)
+        deflate_npz(path)
+
+    def test_take_reads_the_member_once(self, tmp_path):
+        """Rows from ten blocks: one pass through the deflated image member, not one from its start per block
+        (this process's bytes read, from /proc/self/io, stay within the file's size and a margin)."""
+        chunks = [sample_chunk(64, 64 * i) for i in range(20)]
+        path = self.path(tmp_path)
+        self.write(path, chunks)
+        dataset = open_dataset(path)
+        assert not dataset.random_access
+        positions = np.arange(10) * 128 + 7
+
+        def bytes_read() -> int:
+            with open("/proc/self/io") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+        before = bytes_read()
+        got = Chunk.concat(list(dataset.take(positions)))
+        spent = bytes_read() - before
+        self.check_equal(got, Chunk.concat(chunks).take(positions), path)
+        assert spent < 1.5 * path.stat().st_size, f"{spent} bytes read for a file of {path.stat().st_size}"

@@ -211,7 +211,7 @@ def test_cli_human_summary(recordings, tmp_path):
     ("no_keys", "npz has no 'keys' array"),
     ("bad_key", "key 'z' is not in the recording's keys (w)"),
     ("bad_ext", "unknown dataset format '.csv'"),
-    ("exists", "output exists (pass --overwrite to replace it)"),
+    ("exists", "output exists (the overwrite option replaces it)"),
 ])
 def test_cli_errors_are_one_line_and_leave_nothing(recordings, tmp_path, setup, expected):
     raw, out, args = recordings["single_rows"].npz, tmp_path / "p.zarr", []

@@ -166,3 +166,20 @@ def test_make_recording_tool_writes_the_recorders_folders(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "collected" / "run7.npz").is_file()
     assert (tmp_path / "recordings" / "run7_120000.mp4").is_file()
+
+
+def test_an_event_flood_is_a_keylog_of_tiny_taps_and_jumps(tmp_path):
+    """``write_event_flood`` (bench_events.py's keylogs): N events over the video's frames, presses and
+    releases alternating, one pair in ``jump_every`` the jump key's: that many positives."""
+    from jumpnet_stream import open_dataset, preprocess
+    from jumpnet_stream.synth import write_event_flood
+
+    path = write_event_flood(tmp_path / "flood.npz", 40, frames=7, jump_every=4, size=2)
+    recording = Recording(path)
+    events = {name: np.concatenate([c[name] for c in recording.events()]) for name in ("phase", "frame_idx", "image")}
+    assert recording.keys == ["w", "a"] and not recording.malformed
+    assert events["phase"].tolist() == ["press", "release"] * 20
+    assert events["frame_idx"].tolist() == sorted(events["frame_idx"]) and events["frame_idx"].max() < 7
+    assert events["image"].shape == (40, 2, 2, 3)
+    preprocess(path, tmp_path / "p.zarr", key="w")
+    assert len(open_dataset(tmp_path / "p.zarr")) == 5

@@ -12,6 +12,7 @@ import zipfile
 import numpy as np
 import pytest
 from conftest import examples, run_cli
+from test_formats import deflate_npz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -90,6 +91,19 @@ def test_a_legacy_file_without_row_offsets_is_refused_with_the_fix(built, tmp_pa
                 seed.writestr(member, ours.read(member))
     assert len(open_dataset(path)) == len(open_dataset(root / "set" / "final.npz"))
     with pytest.raises(JumpnetError, match="export .* -o .*seed.zarr"):
+        TrainingSet(path)
+
+
+def test_a_deflated_columnar_file_is_refused_with_the_fix(built, tmp_path):
+    """A columnar .npz another tool compressed (``np.savez_compressed``): reading one sample would
+    decompress its images from their start."""
+    root, _ = built
+    path = tmp_path / "packed.npz"
+    made = run_cli("export", str(root / "set" / "dataset.zarr"), "-o", str(path), "--layout", "columnar")
+    assert made.returncode == 0, made.stderr
+    deflate_npz(path)
+    assert len(open_dataset(path)) == len(open_dataset(root / "set" / "dataset.zarr"))
+    with pytest.raises(JumpnetError, match="export .* -o .*packed.zarr"):
         TrainingSet(path)
 
 
@@ -213,7 +227,7 @@ def test_history_is_stored_once_per_frame(built):
 
 def test_history_is_refused_where_there_is_none(built, tmp_path):
     root, _ = built
-    with pytest.raises(JumpnetError, match="has no frame history: build with --history 2"):
+    with pytest.raises(JumpnetError, match="has no frame history: build it with history 2"):
         TrainingSet(root / "set" / "final.npz", history=2)
     with pytest.raises(JumpnetError, match=f"holds {HISTORY} history frames per sample, not {HISTORY + 1}"):
         TrainingSet(root / "set" / "dataset.zarr", history=HISTORY + 1)

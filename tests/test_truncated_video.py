@@ -43,7 +43,7 @@ def test_truncated_video_keeps_what_decoded_and_warns(cut, tmp_path):
 def test_truncated_video_is_an_error_with_strict(cut, tmp_path):
     result = run_cli("negatives", str(cut / "cut.avi"), "-o", str(tmp_path / "neg.zarr"), "--positives",
                      str(cut / "positives.zarr"), "--size", "32", "--strict")
-    assert result.returncode == 1 and "(--strict)" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 1 and "(strict)" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert os.listdir(tmp_path) == []
 

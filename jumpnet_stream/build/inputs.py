@@ -120,10 +120,10 @@ def pair_directory(folder: str | os.PathLike) -> list[Session]:
         matches = [v for v in videos if pattern.match(os.path.splitext(os.path.basename(v))[0])]
         if not matches:
             raise JumpnetError(raw, f"no video named {name}_<HHMMSS>.mp4 beside it in {folder} "
-                                    "(pair it by hand with --recording and --video)")
+                                    "(pair it with its video by hand)")
         if len(matches) > 1:
             raise JumpnetError(raw, f"several videos could be its recording: {', '.join(matches)} "
-                                    "(pair it by hand with --recording and --video)")
+                                    "(pair it with its video by hand)")
         pairs.append(Session(raw, matches[0]))
     if not pairs:
         raise JumpnetError(folder, "no recordings found (<name>.npz with <name>_<HHMMSS>.mp4)")
@@ -131,9 +131,9 @@ def pair_directory(folder: str | os.PathLike) -> list[Session]:
 
 
 def pair_files(raws: list[str], videos: list[str]) -> list[Session]:
-    """``--recording``/``--video`` given in pairs, in order."""
+    """Keylogs and their videos given in pairs, in order (the CLI's ``--recording``/``--video``)."""
     if len(raws) != len(videos):
-        raise JumpnetError(None, f"--recording and --video go in pairs: got {len(raws)} keylogs and {len(videos)} videos")
+        raise JumpnetError(None, f"keylogs and videos go in pairs: got {len(raws)} keylogs and {len(videos)} videos")
     return [Session(os.fspath(raw), os.fspath(video)) for raw, video in zip(raws, videos)]
 
 

@@ -10,8 +10,8 @@ import numpy as np
 
 from ..errors import JumpnetError
 from ..npz import listing
+from ..pickle_bounds import MAX_IMAGE_BYTES
 from ..recording import MAX_KEYS
-from ..safe_pickle import MAX_IMAGE_BYTES
 from ..schema import SCHEMA, SMALL_FIELDS
 
 #: One stored chunk of any field, uncompressed: reading a row reads (and decompresses) its whole chunk.

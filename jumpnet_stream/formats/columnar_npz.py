@@ -1,6 +1,7 @@
 """Columnar ``.npz``: one plain array per field (``image``, ``label``, ...), loadable with ``np.load`` and no
 pickle; written and read as streams (the image member is appended chunk by chunk). This tool writes the
-image member uncompressed, so any rows are read by seeking to them."""
+image member uncompressed, so any rows are read by seeking to them; one another tool compressed
+(``np.savez_compressed``) is read in one pass, like a legacy file."""
 
 from __future__ import annotations
 
@@ -166,6 +167,12 @@ class ColumnarNpzDataset(DatasetReader):
     def column(self, name: str) -> np.ndarray:
         return self._small[name] if name in self._small else super().column(name)
 
+    @property
+    def random_access(self) -> bool:
+        """Only a stored image member: a deflated one is read from its start for any row, so ``take`` and
+        shuffled batches stream it once instead of decompressing it again for every block."""
+        return self._image_offset is not None
+
 
 def _text(path: str, name: str, column: np.ndarray) -> np.ndarray:
     """A text field as a str array (another writer may have stored an object array of str)."""
@@ -193,6 +200,7 @@ class ColumnarNpz(Format):
     Options = ColumnarOptions
     needs_row_count = True
     appendable = False
+    random_access = True  # files this tool wrote are; a deflated one is not (ColumnarNpzDataset.random_access)
 
     @classmethod
     def recognises(cls, path: str) -> bool:

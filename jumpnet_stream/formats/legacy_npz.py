@@ -22,8 +22,8 @@ from ..errors import JumpnetError
 from ..names import stem
 from ..npz import member_data_offset, read_provenance, read_small_array
 from ..object_array import ObjectArrayReader, ObjectArrayWriter, read_object_rows
-from ..recording import (Malformed, as_float, as_int, as_phase, as_vector, batch_entries, entry_fields,
-                         normalize_keys, unwrap)
+from ..entry_values import Malformed, as_float, as_int, as_phase, as_vector, unwrap
+from ..recording import batch_entries, entry_fields, normalize_keys
 from ..schema import DTYPES, FIELDS, complete, empty
 from .base import DatasetReader, DatasetSpec, Format, register
 

@@ -31,7 +31,7 @@ def check_target(path: str, overwrite: bool = False, inputs: Iterable[str | os.P
             raise JumpnetError(path, f"is an input of this command ({os.fspath(source)}): an output never replaces "
                                      "an input; choose another name")
     if os.path.lexists(path) and not overwrite:
-        raise JumpnetError(path, "output exists (pass --overwrite to replace it)")
+        raise JumpnetError(path, "output exists (the overwrite option replaces it)")
     return path
 
 

@@ -81,7 +81,7 @@ def serve(path: str | os.PathLike, port: int = 8765, open_browser: bool = False,
         server = ThreadingHTTPServer((HOST, port), _handler(viewer))
     except OSError as error:
         if error.errno == errno.EADDRINUSE:
-            raise JumpnetError(None, f"port {port} is in use: choose another with --port (0: any free one)") from None
+            raise JumpnetError(None, f"port {port} is in use: choose another port (0: any free one)") from None
         raise JumpnetError(None, f"cannot listen on {HOST}:{port}: {error.strerror or error}") from None
     server.daemon_threads = True
     url = f"http://{HOST}:{server.server_address[1]}/"
