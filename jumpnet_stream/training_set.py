@@ -45,8 +45,9 @@ class TrainingSet:
         self.cache_chunks = int(cache_chunks)
         self._reader: DatasetReader = open_dataset(self.path)
         if not self._reader.random_access:
-            raise JumpnetError(self.path, "has no row offsets (a legacy .npz written by the original scripts): "
-                               "reading one sample would read the file up to it; convert it once with "
+            raise JumpnetError(self.path, "cannot be read at a row without reading the file up to it (a legacy .npz "
+                               "written by the original scripts, or an .npz compressed with np.savez_compressed); "
+                               "convert it once with "
                                f"jumpnet-stream export {self.path} -o {os.path.splitext(self.path)[0]}.zarr")
         self.keys = list(self._reader.keys)
         self.image_shape = tuple(self._reader.image_shape)

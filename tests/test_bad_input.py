@@ -238,7 +238,7 @@ def test_dataset_without_keys(game, tmp_path):
     _, _, legacy = game
     path = rezip(legacy, tmp_path / "no_keys.npz", keys=None)
     out = tmp_path / "out.h5"
-    assert_refused(cli("export", path, "-o", out), path, "holds the hold of key 'w' only", "pass --keys",
+    assert_refused(cli("export", path, "-o", out), path, "holds the hold of key 'w' only", "name them with the keys option",
                    outputs=[out])
     assert_ok(cli("export", path, "-o", out, "--keys", "w,a", "--json"))
     assert open_dataset(out).keys == ["w", "a"]

@@ -88,7 +88,7 @@ def test_legacy_export_refused_when_the_trainer_could_not_load_it(tmp_path):
     result = subprocess.run([sys.executable, "-m", "jumpnet_stream", "export", str(tmp_path / "big.zarr"), "-o",
                              str(tmp_path / "big.npz")], capture_output=True, text=True, preexec_fn=cap, timeout=300)
     assert result.returncode == 1, result.stderr
-    assert "the legacy format is loaded whole by the trainer" in result.stderr and "--layout columnar" in result.stderr
+    assert "the legacy format is loaded whole by the trainer" in result.stderr and "the columnar layout" in result.stderr
     assert not (tmp_path / "big.npz").exists()
 
 
@@ -150,7 +150,7 @@ def test_legacy_export_without_a_known_jump_key_asks_for_one(tmp_path):
     with create_dataset(tmp_path / "two.zarr", ["w", "a"]):
         pass
     result = run_cli("export", str(tmp_path / "two.zarr"), "-o", str(tmp_path / "two.npz"))
-    assert result.returncode == 1 and "export it with --hold-key KEY" in result.stderr
+    assert result.returncode == 1 and "export it with hold_key set to the jump key" in result.stderr
     assert not (tmp_path / "two.npz").exists()
 
 

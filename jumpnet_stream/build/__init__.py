@@ -127,7 +127,7 @@ def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOpti
     """Build ``folder``/dataset.zarr (and final.npz) from ``sessions``; stages already done are reused."""
     folder = os.fspath(folder)
     if not sessions:
-        raise JumpnetError(None, "no recordings given (use --recording/--video pairs, a directory or --config)")
+        raise JumpnetError(None, "no recordings given (sessions is empty: pair keylogs with their videos, or find them in a folder or a config file)")
     seen: set[str] = set()
     for session in sessions:
         if os.path.realpath(session.raw) in seen:

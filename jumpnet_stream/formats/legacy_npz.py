@@ -114,7 +114,7 @@ class LegacyNpzDataset(DatasetReader):
         hold_key = layout.get("hold_key") if isinstance(layout, dict) and layout.get("hold") == "scalar" else None
         if hold_key is not None and hold_key not in self.keys:
             raise JumpnetError(self.path, f"holds the hold of key {hold_key!r} only (its provenance says), which is "
-                                          f"not among its keys ({', '.join(self.keys)}): pass --keys")
+                                          f"not among its keys ({', '.join(self.keys)}): name them with the keys option")
         self._hold_slot = None if hold_key is None else self.keys.index(hold_key)
         shape = layout.get("image_shape") if isinstance(layout, dict) else None
         if isinstance(shape, list) and len(shape) == 3 and all(isinstance(n, int) and n > 0 for n in shape):
@@ -142,7 +142,7 @@ class LegacyNpzDataset(DatasetReader):
         """``key0``, ``key1``, ... for a file without ``keys``, as many as its first entry's keys_raw has."""
         first = next(self._entries.rows(), None)
         if first is None:
-            raise JumpnetError(self.path, "has no 'keys' and no entries to tell them from: pass --keys")
+            raise JumpnetError(self.path, "has no 'keys' and no entries to tell them from: name them with the keys option")
         try:
             width = np.asarray(unwrap(entry_fields(first)[2])).size
         except (Malformed, TypeError, ValueError):
@@ -298,7 +298,7 @@ class LegacyNpz(Format):
         if options.hold == "scalar" and _hold_index(path, list(spec.keys), options.hold_key) is None:
             raise JumpnetError(path, f"the legacy .npz keeps one hold per sample, the jump key's, and which of this "
                                      f"dataset's keys ({', '.join(spec.keys)}) jumps is not known: write .zarr, then "
-                                     "export it with --hold-key KEY")
+                                     "export it with hold_key set to the jump key")
 
     @classmethod
     def create(cls, path: str, spec: DatasetSpec, options: LegacyOptions, name: str) -> LegacyNpzWriter:

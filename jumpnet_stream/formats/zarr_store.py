@@ -279,8 +279,12 @@ def _zstd_content_size(frame: bytes) -> int | None:
 
 
 def _text(column: np.ndarray) -> np.ndarray:
-    """zarr's variable-length strings as a numpy str array."""
-    return np.asarray(column.tolist(), dtype=str) if column.dtype.kind == "T" else column
+    """zarr's variable-length strings as a numpy str array, converted in numpy (a million names made into
+    Python strings first took 5.6 s and 3 times the memory of the result)."""
+    if column.dtype.kind != "T":
+        return column
+    width = int(np.strings.str_len(column).max()) if len(column) else 1
+    return column.astype(f"<U{max(width, 1)}")
 
 
 def _check_zarr_array(path: str, name: str, array: Any) -> None:

@@ -61,8 +61,8 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str |
         free = available_memory()
         if need > free:
             raise JumpnetError(output, f"the legacy format is loaded whole by the trainer: about {need >> 20} MB, "
-                                       f"more than the {free >> 20} MB available here (use --layout columnar, "
-                                       ".zarr or .h5, or --force)")
+                                       f"more than the {free >> 20} MB available here (write the columnar "
+                                       "layout, .zarr or .h5, or set force)")
     chosen = jump_key(dataset.provenance) if hold_key is None else hold_key
     chunks = dataset.chunks() if len(rows) == len(dataset) else dataset.take(rows)
     exclusion = {"exclude": described(os.fspath(exclude))} if exclude is not None else {}
