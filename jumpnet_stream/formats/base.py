@@ -46,6 +46,7 @@ class DatasetReader:
     reads a block at a time."""
 
     block: int = DEFAULT_ROWS
+    column_block: int = DEFAULT_ROWS  # rows of the small fields :meth:`column_rows` reads together
     cheap_columns: bool = True   # a small field is read without the images (all but the legacy .npz)
     stored_dtype: str | None = "uint8"  # the images' dtype as stored (readers hand out uint8)
 
@@ -92,6 +93,17 @@ class DatasetReader:
         """One small field (not ``image``) whole: a few bytes per sample."""
         return self.columns([name])[name]
 
+    def column_rows(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        """Small fields ``names`` of rows ``start`` to ``stop``, read with their images a chunk at a time
+        (a format that stores the fields apart reads them alone)."""
+        parts = {name: [BY_NAME[name].filled(0, len(self.keys))] for name in names}
+        rows = rows_within(self.image_shape, DEFAULT_ROWS)
+        for at in range(max(0, start), min(len(self), stop), rows):
+            chunk = self.read(at, min(stop, at + rows))
+            for name in names:
+                parts[name].append(chunk[name])
+        return {name: np.concatenate(p) for name, p in parts.items()}
+
     def columns(self, names: list[str]) -> dict[str, np.ndarray]:
         """Several small fields whole: each read on its own where the format stores them apart
         (``cheap_columns``), else in one pass over the rows for all of them."""
@@ -99,11 +111,7 @@ class DatasetReader:
             raise ValueError(f"not small fields: {names}")
         if self.cheap_columns:
             return {name: self.column(name) for name in names}
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for chunk in self.chunks():
-            for name in names:
-                parts[name].append(chunk[name])
-        return {name: np.concatenate(p) if p else BY_NAME[name].filled(0, len(self.keys)) for name, p in parts.items()}
+        return self.column_rows(names, 0, len(self))
 
     @property
     def random_access(self) -> bool:

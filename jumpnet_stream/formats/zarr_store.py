@@ -31,7 +31,7 @@ from zarr.codecs import ZstdCodec
 
 from ..chunk import Chunk
 from ..errors import JumpnetError
-from ..schema import SCHEMA, complete
+from ..schema import BY_NAME, SCHEMA, complete
 from .base import DatasetReader, DatasetSpec, Format, register
 from .checks import check_columns, check_keys, chunk_rows, missing_fields
 
@@ -183,7 +183,7 @@ class ZarrDataset(DatasetReader):
         self.block = arrays["image"].chunks[0]
         codecs = [codec.to_dict().get("name") for codec in arrays["image"].metadata.codecs]
         self._direct = codecs == ["bytes", "zstd"]
-        self._small_block = min(arrays[name].chunks[0] for name in arrays if name != "image") if len(arrays) > 1 \
+        self.column_block = min(arrays[name].chunks[0] for name in arrays if name != "image") if len(arrays) > 1 \
             else SCALAR_ROWS
         self.close()
 
@@ -214,12 +214,12 @@ class ZarrDataset(DatasetReader):
     def _read(self, start: int, stop: int) -> Chunk:
         arrays = self._arrays()
         columns = {"image": self._images(start, stop) if self._direct else arrays["image"][start:stop]}
-        block = start // self._small_block
-        if stop <= (block + 1) * self._small_block:  # within one stored chunk of the small fields: cached
+        block = start // self.column_block
+        if stop <= (block + 1) * self.column_block:  # within one stored chunk of the small fields: cached
             if self._cache is None or self._cache[0] != block:
-                lo, hi = block * self._small_block, min(len(self), (block + 1) * self._small_block)
+                lo, hi = block * self.column_block, min(len(self), (block + 1) * self.column_block)
                 self._cache = (block, {n: _text(a[lo:hi]) for n, a in arrays.items() if n != "image"})
-            offset = block * self._small_block
+            offset = block * self.column_block
             columns.update({n: c[start - offset:stop - offset] for n, c in self._cache[1].items()})
         else:
             columns.update({n: _text(a[start:stop]) for n, a in arrays.items() if n != "image"})
@@ -257,6 +257,12 @@ class ZarrDataset(DatasetReader):
             if not whole:
                 out[first - start:last - start] = spare[first - index * rows:last - index * rows]
         return out
+
+    def column_rows(self, names: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
+        arrays = self._arrays()
+        start, stop = max(0, int(start)), min(len(self), int(stop))
+        return {name: _text(arrays[name][start:max(start, stop)]) if name in arrays
+                else BY_NAME[name].filled(max(0, stop - start), len(self.keys)) for name in names}
 
     def column(self, name: str) -> np.ndarray:
         arrays = self._arrays()

@@ -1,21 +1,29 @@
 """The plots of a set, shared by the viewer and the report: class balance per split, the hold histogram, events
 per minute along each recording (with the negatives chosen), the shortcut audit and the build's accounting
-(where every event and every frame went). Each is drawn from the small fields and the build's manifest."""
+(where every event and every frame went). Each is drawn from the build's manifest and from counts of the small
+fields (a dataset's :class:`Tally`, gathered a block at a time in memory flat in the set's length)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
+from ..inspection import positive_holds
 from ..quality import STATISTICS, TARGET_AUC, WARN_AUC, audit
-from .plots import Series, Track, bars, histogram, shares, timeline
+from ..sampling import choose
+from .plots import Series, Track, bars, histogram, mark_column, shares, timeline
 from .source import DatasetSource, Source
 
 POSITIVE, AUGMENTED, NEGATIVE, OTHER = "#3a9d4a", "#9fd3a5", "#8c8c8c", "#e0a030"
 VAL_SPAN, MARK = "#f3e7bf", "#555"
 MIN_BIN_SECONDS, MAX_BINS = 5, 40  # the timeline's bins: at least 5 s wide, at most 40 along a recording
+HOLD_BINS = 20
+CLASSES = ("original positives", "augmented copies", "negatives", "other labels")  # a dataset's samples, by class
+SERIES = ("positives (originals)", "augmented copies", "negatives", "other labels")  # the same in the balance plot
+TALLIED = ["label", "augmented", "copy", "split", "hold_duration", "source", "frame_index"]  # what :func:`tally` reads
 
 
 @dataclass(frozen=True)
@@ -33,37 +41,31 @@ def _counts(values: dict[str, Any], leave_out: str) -> list[tuple[str, int]]:
             if name != leave_out and isinstance(value, (int, float)) and not isinstance(value, bool)]
 
 
-def class_balance(source: DatasetSource) -> Figure:
-    """Positives (originals and augmented copies) and negatives of each split."""
-    splits = sorted(set(source.small["split"].tolist()))
-    split, augmented, label = source.small["split"], source.small["augmented"], source.label
+class Holds:
+    """A histogram of holds in :data:`HOLD_BINS` equal bins between the least and largest, counted in two
+    passes over blocks of them: :meth:`see` each block (the range), then :meth:`count` each again."""
 
-    def count(mask: np.ndarray) -> list[int]:
-        return [int(np.count_nonzero(mask & (split == name))) for name in splits]
-    series = [Series("positives (originals)", POSITIVE, count((label == 1) & ~augmented)),
-              Series("augmented copies", AUGMENTED, count((label == 1) & augmented)),
-              Series("negatives", NEGATIVE, count(label == 0))]
-    other = count((label != 0) & (label != 1))
-    if any(other):
-        series.append(Series("other labels", OTHER, other))
-    return Figure("balance", bars(splits, series, title="Class balance per split", y_label="samples"))
+    def __init__(self) -> None:
+        self.low, self.high, self.shown, self.missing = math.inf, -math.inf, 0, 0
+        self.counts, self.edges = np.zeros(HOLD_BINS, np.int64), np.zeros(HOLD_BINS + 1)
 
+    def see(self, holds: np.ndarray) -> None:
+        finite = holds[np.isfinite(holds)]
+        self.shown += len(finite)
+        self.missing += len(holds) - len(finite)
+        if len(finite):
+            self.low, self.high = min(self.low, float(finite.min())), max(self.high, float(finite.max()))
 
-def holds(source: Source) -> Figure:
-    """The positives' holds (originals only: a copy repeats its original's), or a keylog's holds at release."""
-    if source.label is not None:
-        chosen = source.holds[(source.label == 1) & ~source.small["augmented"]]
-        what = "positives (originals)"
-    else:
-        held = source.held
-        before = np.vstack([np.zeros((1, held.shape[1]), bool), held[:-1]])
-        released = before & ~held & (source.small["phase"] == "release")[:, None]
-        chosen = source.small["hold_durations"][released].astype(np.float64)
-        what = "releases"
-    finite = chosen[np.isfinite(chosen)]
-    note = f"{len(chosen) - len(finite)} never released (hold NaN) not shown" if len(finite) < len(chosen) else ""
-    return Figure("holds", histogram(finite, title=f"Hold durations of {len(finite)} {what}", x_label="seconds",
-                                     colour=POSITIVE), note)
+    def count(self, holds: np.ndarray) -> None:
+        if self.shown:  # the bins np.histogram(values, HOLD_BINS) makes: the same counts, a block at a time
+            counts, self.edges = np.histogram(holds[np.isfinite(holds)], HOLD_BINS, range=(self.low, self.high))
+            self.counts += counts
+
+    def figure(self, what: str) -> Figure:
+        note = f"{self.missing} never released (hold NaN) not shown" if self.missing else ""
+        counts, edges = (self.counts, self.edges) if self.shown else (np.zeros(1, np.int64), np.array([0.0, 1.0]))
+        return Figure("holds", histogram(counts, edges, title=f"Hold durations of {self.shown} {what}",
+                                         x_label="seconds", colour=POSITIVE), note)
 
 
 def _bin_seconds(seconds: float) -> float:
@@ -89,37 +91,116 @@ def _frames_of(manifest: dict[str, Any] | None, recording: str) -> tuple[int | N
     return count, val
 
 
-def events_per_minute(source: Source) -> Figure:
-    """Jumps per minute along each recording, the negatives chosen marked under it (a keylog: keys put down
-    per minute, its releases marked)."""
-    if source.label is not None:
-        events = (source.label == 1) & (source.small["copy"] == 0)
-        marked = source.label == 0
-        labels = ("jumps per minute (original positives)", "negatives chosen")
-    else:
-        held = source.held
-        before = np.vstack([np.zeros((1, held.shape[1]), bool), held[:-1]])
-        events = (held & ~before).any(axis=1)
-        marked = source.small["phase"] == "release"
-        labels = ("keys put down per minute", "releases")
-    tracks, guessed = [], []
-    for recording in sorted(set(source.recordings.tolist())):
-        here = source.recordings == recording
-        count, val = _frames_of(source.manifest, recording)
-        count = count or int(source.frames[here].max()) + 1
-        fps, known = source.fps(recording)
-        if not known:
-            guessed.append(recording)
-        seconds = count / fps
-        edges = np.append(np.arange(0, seconds, _bin_seconds(seconds)), seconds)  # the last bin ends with it
-        found, _ = np.histogram(source.frames[here & events] / fps, bins=edges)
-        tracks.append(Track(recording, seconds / 60, edges / 60, found / (np.diff(edges) / 60),
-                            np.sort(source.frames[here & marked]) / fps / 60,
-                            [(a / fps / 60, b / fps / 60) for a, b in val]))
+class Along:
+    """One recording of the timeline: its events per bin and its marks (one per column drawn), added a block
+    of frame indices at a time. ``known``: its rate is its video's (else the recorder's nominal one)."""
+
+    def __init__(self, source: Source, recording: str, last_frame: int):
+        count, self.val = _frames_of(source.manifest, recording)
+        self.name, (self.fps, self.known) = recording, source.fps(recording)
+        self.seconds = (count or last_frame + 1) / self.fps
+        self.edges = np.append(np.arange(0, self.seconds, _bin_seconds(self.seconds)), self.seconds)  # last: its end
+        self.found = np.zeros(len(self.edges) - 1, np.int64)
+        self.marks: dict[str, float] = {}
+        self._column = mark_column(self.seconds / 60)
+
+    def add(self, events: np.ndarray, marked: np.ndarray) -> None:
+        self.found += np.histogram(events / self.fps, bins=self.edges)[0]
+        for minute in (np.unique(marked) / self.fps / 60).tolist():
+            self.marks.setdefault(self._column(minute), minute)
+
+    def track(self) -> Track:
+        fps = self.fps
+        return Track(self.name, self.seconds / 60, self.edges / 60, self.found / (np.diff(self.edges) / 60),
+                     np.array(sorted(self.marks.values())), [(a / fps / 60, b / fps / 60) for a, b in self.val])
+
+
+def events_per_minute(alongs: list[Along], labels: tuple[str, str]) -> Figure:
+    """Events per minute along each recording, the ones ``labels`` names second marked under it."""
+    tracks = [along.track() for along in alongs]
+    guessed = [along.name for along in alongs if not along.known]
     note = f"no video found for {', '.join(guessed)}: timed at the recorder's nominal rate" if guessed else ""
     legend = [(labels[0], POSITIVE), (labels[1], MARK)] + [("validation part", VAL_SPAN)] * any(t.spans for t in tracks)
     return Figure("timeline", timeline(tracks, title="Along each recording", legend=legend,
                                        colours=(POSITIVE, MARK, VAL_SPAN)), note)
+
+
+@dataclass
+class Tally:
+    """What the plots and the report count of a dataset. ``splits``: each split's samples of each of
+    :data:`CLASSES`; ``picks``: the contact sheet's positions of each kind (of the first three classes)."""
+
+    splits: dict[str, np.ndarray]
+    holds: Holds
+    alongs: list[Along]
+    picks: list[tuple[str, np.ndarray]]
+
+
+def _classes(block: dict[str, np.ndarray]) -> list[np.ndarray]:
+    label, augmented = block["label"], block["augmented"]
+    return [(label == 1) & ~augmented, (label == 1) & augmented, label == 0, (label != 0) & (label != 1)]
+
+
+def tally(source: DatasetSource, sheet: Sequence[tuple[str, int]] = (), seed: int = 0) -> Tally:
+    """Count ``source`` in two passes over its small fields, a block at a time: memory flat in its length.
+    ``sheet``: how many samples of each class to pick (seeded, :func:`choose`) for a contact sheet."""
+    splits: dict[str, np.ndarray] = {}
+    holds, last, sizes = Holds(), {}, np.zeros(len(CLASSES), np.int64)
+    for block in source.blocks(TALLIED):
+        classes, split = _classes(block), block["split"]
+        for name in np.unique(split).tolist():
+            here = split == name
+            splits[name] = splits.get(name, 0) + np.array([np.count_nonzero(c & here) for c in classes])
+        holds.see(positive_holds(block["hold_duration"][classes[0]]))  # originals: a copy repeats its original's
+        recordings, frames = block["source"].astype(str), block["frame_index"]
+        for name in np.unique(recordings).tolist():
+            last[name] = max(last.get(name, -1), int(frames[recordings == name].max()))
+        sizes += [np.count_nonzero(c) for c in classes]
+    alongs = {name: Along(source, name, last[name]) for name in sorted(last)}
+    ranks = {kind: choose(int(sizes[CLASSES.index(kind)]), count, seed) for kind, count in sheet}
+    picks: dict[str, list[np.ndarray]] = {kind: [] for kind in ranks}
+    before, offset = np.zeros(len(CLASSES), np.int64), 0
+    for block in source.blocks(TALLIED):
+        classes, label = _classes(block), block["label"]
+        holds.count(positive_holds(block["hold_duration"][classes[0]]))
+        recordings, frames = block["source"].astype(str), block["frame_index"]
+        events, marked = (label == 1) & (block["copy"] == 0), label == 0
+        for name in np.unique(recordings).tolist():
+            here = recordings == name
+            alongs[name].add(frames[here & events], frames[here & marked])
+        for kind, chosen in ranks.items():  # a rank among a class's members, to the member's position
+            members, lo = np.flatnonzero(classes[CLASSES.index(kind)]), before[CLASSES.index(kind)]
+            picks[kind].append(members[chosen[(chosen >= lo) & (chosen < lo + len(members))] - lo] + offset)
+        before += [np.count_nonzero(c) for c in classes]
+        offset += len(label)
+    return Tally(dict(sorted(splits.items())), holds, list(alongs.values()),
+                 [(kind, np.concatenate(p)) for kind, p in picks.items() if sizes[CLASSES.index(kind)]])
+
+
+def class_balance(splits: dict[str, np.ndarray]) -> Figure:
+    """Positives (originals and augmented copies) and negatives of each split (:attr:`Tally.splits`)."""
+    names = list(splits)
+    series = [Series(name, colour, [int(splits[split][c]) for split in names])
+              for c, (name, colour) in enumerate(zip(SERIES, (POSITIVE, AUGMENTED, NEGATIVE, OTHER)))]
+    return Figure("balance", bars(names, series[:3] + series[3:] * any(series[3].values),
+                                  title="Class balance per split", y_label="samples"))
+
+
+def _keylog_figures(source: Source) -> list[Figure]:
+    """A keylog's holds at release, and keys put down per minute with its releases marked."""
+    held = source.held
+    before = np.vstack([np.zeros((1, held.shape[1]), bool), held[:-1]])
+    released = before & ~held & (source.small["phase"] == "release")[:, None]
+    holds, chosen = Holds(), source.small["hold_durations"][released].astype(np.float64)
+    holds.see(chosen)
+    holds.count(chosen)
+    events, marked = (held & ~before).any(axis=1), source.small["phase"] == "release"
+    alongs = []
+    for recording in sorted(set(source.recordings.tolist())):
+        here = source.recordings == recording
+        alongs.append(Along(source, recording, int(source.frames[here].max())))
+        alongs[-1].add(source.frames[here & events], source.frames[here & marked])
+    return [holds.figure("releases"), events_per_minute(alongs, ("keys put down per minute", "releases"))]
 
 
 def audit_of(source: DatasetSource) -> dict[str, Any] | None:
@@ -159,11 +240,16 @@ def accounting(manifest: dict[str, Any]) -> Figure | None:
     return Figure("accounting", shares(rows, title="Where every event and every frame went")) if rows else None
 
 
-def figures(source: Source, audited: dict[str, Any] | None) -> list[Figure]:
-    """Every plot that applies to ``source``; ``audited`` its shortcut audit (:func:`audit_of`)."""
-    found = [class_balance(source)] if isinstance(source, DatasetSource) else []
-    found += [holds(source), events_per_minute(source)]
+def figures(source: Source, audited: dict[str, Any] | None, counted: Tally | None = None) -> list[Figure]:
+    """Every plot that applies to ``source``; ``audited`` its shortcut audit (:func:`audit_of`), ``counted``
+    a dataset's :func:`tally` (counted here if None)."""
+    if isinstance(source, DatasetSource):
+        counted = counted or tally(source)
+        found = [class_balance(counted.splits), counted.holds.figure("positives (originals)"),
+                 events_per_minute(counted.alongs, ("jumps per minute (original positives)", "negatives chosen"))]
+    else:
+        found = _keylog_figures(source)
     if audited:
         found.append(shortcut_audit(audited))
-    counted = accounting(source.manifest) if source.manifest else None
-    return found + ([counted] if counted else [])
+    accounted = accounting(source.manifest) if source.manifest else None
+    return found + ([accounted] if accounted else [])

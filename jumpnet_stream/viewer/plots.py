@@ -113,11 +113,9 @@ def bars(categories: Sequence[str], series: Sequence[Series], *, title: str, y_l
     return _svg(WIDTH, height, title, body)
 
 
-def histogram(values: np.ndarray, *, title: str, x_label: str, colour: str, bins: int = 20,
+def histogram(counts: np.ndarray, edges: np.ndarray, *, title: str, x_label: str, colour: str,
               height: int = 240) -> str:
-    """Counts of ``values`` in ``bins`` equal bins between their least and largest."""
-    values = np.asarray(values, np.float64)
-    counts, edges = np.histogram(values, bins=bins) if len(values) else (np.zeros(1, int), np.array([0.0, 1.0]))
+    """``counts`` of values in the bins between ``edges`` (one more than the counts)."""
     grid, y = _y_axis(TOP, height - BOTTOM, 0, max(1, int(counts.max())), WIDTH, "samples")
     marks = ticks(float(edges[0]), float(edges[-1]))
 
@@ -148,6 +146,22 @@ class Track:
     spans: Sequence[tuple[float, float]] = ()
 
 
+def _minute_axis(minutes: float) -> tuple[list[float], Callable[[float], float]]:
+    """A track of ``minutes``: its ticks and the minute-to-column mapping."""
+    marks = ticks(0, max(minutes, 1e-3))
+
+    def x(minute: float) -> float:
+        return LEFT + minute / marks[-1] * (WIDTH - LEFT - RIGHT)
+    return marks, x
+
+
+def mark_column(minutes: float) -> Callable[[float], str]:
+    """Where :func:`timeline` draws a mark at a minute along a track of ``minutes``: marks drawn at one
+    column are drawn once, so a track keeps one mark per column however many events it has."""
+    _, x = _minute_axis(minutes)
+    return lambda minute: f"{x(minute):.1f}"
+
+
 def timeline(tracks: Sequence[Track], *, title: str, legend: list[tuple[str, str]],
              colours: tuple[str, str, str]) -> str:
     """Each track a panel: its rate as bars, its marks as ticks in a strip below, its spans shaded; ``colours``
@@ -159,11 +173,7 @@ def timeline(tracks: Sequence[Track], *, title: str, legend: list[tuple[str, str
     for t, track in enumerate(tracks):
         top = last + 12 + t * (panel + strip + 34)
         bottom = top + panel
-        marks = ticks(0, max(track.minutes, 1e-3))
-
-        def x(minute: float) -> float:
-            return LEFT + minute / marks[-1] * (WIDTH - LEFT - RIGHT)
-
+        marks, x = _minute_axis(track.minutes)
         body += [f'<rect x="{x(a):.1f}" y="{top}" width="{max(1.0, x(b) - x(a)):.1f}" height="{panel + strip + 4}" '
                  f'fill="{span_colour}"/>' for a, b in track.spans]
         grid, y = _y_axis(top + 12, bottom, 0, max(1.0, float(track.rates.max(initial=0))), WIDTH, "per minute")

@@ -8,14 +8,11 @@ import os
 from html import escape
 from pathlib import Path
 
-import numpy as np
-
 from ..build.inputs import MANIFEST
 from ..errors import JumpnetError
 from ..formats import partial_path, remove_output
-from ..sampling import choose
 from . import pages
-from .figures import audit_of, figures
+from .figures import Tally, audit_of, figures, tally
 from .source import DatasetSource, open_source
 
 REPORT = "report.html"
@@ -23,29 +20,12 @@ SHEET = (("original positives", 12), ("augmented copies", 6), ("negatives", 12))
 SEED = 0
 
 
-def _sheet_positions(source: DatasetSource) -> list[tuple[str, np.ndarray]]:
-    """The contact sheet's samples: a seeded choice of each kind in :data:`SHEET`."""
-    augmented = source.small["augmented"]
-    positive = source.label == 1
-    members = {"original positives": positive & ~augmented, "augmented copies": positive & augmented,
-               "negatives": source.label == 0}
-    found = []
-    for kind, count in SHEET:
-        candidates = np.flatnonzero(members[kind])
-        if len(candidates):
-            found.append((kind, candidates[choose(len(candidates), count, SEED)]))
-    return found
-
-
-def _summary(source: DatasetSource) -> str:
+def _summary(source: DatasetSource, counted: Tally) -> str:
     """The set in numbers: samples, keys, image size, each split's classes; the build's tool and options."""
-    label, split = source.label, source.small["split"]
     rows = [("samples", str(len(source))), ("keys", ", ".join(source.keys)),
             ("image", "x".join(map(str, source.image_shape)))]
-    for name in sorted(set(split.tolist())):
-        here = split == name
-        rows.append((f"split {name}", f"{int(np.count_nonzero(here & (label == 1)))} positives, "
-                                      f"{int(np.count_nonzero(here & (label == 0)))} negatives"))
+    for name, classes in counted.splits.items():
+        rows.append((f"split {name}", f"{int(classes[0] + classes[1])} positives, {int(classes[2])} negatives"))
     manifest = source.manifest or {}
     if isinstance(manifest.get("tool"), str):
         rows.append(("built by", manifest["tool"]))
@@ -60,12 +40,14 @@ def write_report(build_dir: str | os.PathLike) -> Path:
     folder = os.fspath(build_dir)
     if not os.path.isfile(os.path.join(folder, MANIFEST)):
         raise JumpnetError(folder, f"is not a build folder (no {MANIFEST})")
-    source = open_source(folder)
+    source = open_source(folder, whole=False)  # the small fields a chunk at a time: memory flat in the set's length
     assert isinstance(source, DatasetSource)  # a build folder is viewed as its dataset.zarr
-    body = (_summary(source) + "<h2>Plots</h2>" + pages.figure_sections(figures(source, audit_of(source)))
+    counted = tally(source, SHEET, SEED)
+    body = (_summary(source, counted) + "<h2>Plots</h2>"
+            + pages.figure_sections(figures(source, audit_of(source), counted))
             + pages.accounting(source.manifest) + '<h2>Contact sheet</h2><div id="sheet">'
             + "".join(f"<h3>{escape(kind)}</h3>" + pages.sample_tiles(source, positions.tolist(), link=None)
-                      for kind, positions in _sheet_positions(source)) + "</div>")
+                      for kind, positions in counted.picks) + "</div>")
     out = os.path.join(folder, REPORT)
     temp = partial_path(out)
     try:

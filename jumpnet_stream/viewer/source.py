@@ -1,6 +1,7 @@
 """What the viewer and the report read: a dataset of any format, a build folder (its ``dataset.zarr`` and
 ``manifest.json``) or a recorder keylog, opened through the library. The small fields are read whole once (a
-few bytes per sample); images, and video frames, only for the samples shown."""
+few bytes per sample), or a block at a time (the report); images, and video frames, only for the samples
+shown."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import os
 import re
 import threading
+from functools import cached_property
 from typing import Any, Iterator
 
 import numpy as np
@@ -26,6 +28,7 @@ from ..video import Video
 from .marks import IDENTITY, Identity, MarkBook, identities, marks_path
 
 BUILD_DATASET = "dataset.zarr"  # what a build folder is viewed as
+BLOCK_ROWS = 32768  # small fields read together when not whole: a few MB, and few reads (each costs zarr 2 ms)
 
 
 def _video_name(path: str) -> str:
@@ -100,16 +103,17 @@ class Source:
 
     kind: str
     fields: tuple[str, ...]
+    small: dict[str, np.ndarray]
+    label: np.ndarray | None
     held: np.ndarray        # (n, keys) bool
     holds: np.ndarray       # (n,) seconds
     recordings: np.ndarray  # (n,) text
     frames: np.ndarray      # (n,) frame index
 
-    def __init__(self, path: str, small: dict[str, np.ndarray], keys: list[str], image_shape: tuple[int, ...]):
-        self.path, self.small, self.keys, self.image_shape = path, small, list(keys), tuple(image_shape)
+    def __init__(self, path: str, keys: list[str], image_shape: tuple[int, ...]):
+        self.path, self.keys, self.image_shape = path, list(keys), tuple(image_shape)
         self.manifest: dict[str, Any] | None = None
         self.marks: MarkBook | None = None
-        self.label: np.ndarray | None = None
         self.notes: list[str] = []
         self.lock = threading.Lock()  # one read of the set at a time (the server is threaded)
         self._videos: dict[str, Video] = {}
@@ -125,17 +129,24 @@ class Source:
     def _chunks(self, positions: np.ndarray) -> Iterator[Chunk]:
         raise NotImplementedError
 
+    def _one(self, position: int) -> dict[str, np.ndarray]:
+        """The sample at ``position``: its small fields and what is derived from them (``held``, ``holds``,
+        ``recordings``, ``frames``, ``label``), each as a one-row array."""
+        at = slice(position, position + 1)
+        return {**{name: column[at] for name, column in self.small.items()}, "held": self.held[at],
+                "holds": self.holds[at], "recordings": self.recordings[at], "frames": self.frames[at],
+                "label": None if self.label is None else self.label[at]}
+
     def summary(self, position: int) -> dict[str, Any]:
         """What a tile or a sample's page says of the sample at ``position``."""
-        sample = {"position": position, "recording": str(self.recordings[position]),
-                  "frame": int(self.frames[position]), "phase": str(self.small["phase"][position]),
-                  "hold": float(self.holds[position]),
-                  "held": [key for key, down in zip(self.keys, self.held[position]) if down]}
-        if self.label is not None:
-            sample.update(label=float(self.label[position]), augmented=bool(self.small["augmented"][position]),
-                          copy=int(self.small["copy"][position]))
+        one = self._one(position)
+        sample = {"position": position, "recording": str(one["recordings"][0]), "frame": int(one["frames"][0]),
+                  "phase": str(one["phase"][0]), "hold": float(one["holds"][0]),
+                  "held": [key for key, down in zip(self.keys, one["held"][0]) if down]}
+        if one["label"] is not None:
+            sample.update(label=float(one["label"][0]), augmented=bool(one["augmented"][0]), copy=int(one["copy"][0]))
         if self.marks is not None:
-            sample["marked"] = bool(self.marked([position])[0])
+            sample["marked"] = bool(self.marks.marked({name: one[name] for name in IDENTITY})[0])
         return sample
 
     def images(self, positions: list[int]) -> dict[int, np.ndarray]:
@@ -183,25 +194,63 @@ class Source:
 
 
 class DatasetSource(Source):
-    """A dataset of any format (a build folder's ``dataset.zarr``, with the build's manifest)."""
+    """A dataset of any format (a build folder's ``dataset.zarr``, with the build's manifest). Its small fields
+    are read whole on first use (at once unless ``whole`` is False: then :meth:`blocks` reads them
+    :data:`BLOCK_ROWS` at a time and a sample's summary its own rows, in memory flat in the set's length)."""
 
     kind = "dataset"
     fields = SMALL_FIELDS
 
-    def __init__(self, path: str, manifest: dict[str, Any] | None):
+    def __init__(self, path: str, manifest: dict[str, Any] | None, whole: bool = True):
         self.reader = open_dataset(path)
-        small = self.reader.columns(list(SMALL_FIELDS))
-        super().__init__(self.reader.path, small, self.reader.keys, self.reader.image_shape)
+        super().__init__(self.reader.path, self.reader.keys, self.reader.image_shape)
         self.manifest = manifest
-        self.label = small["label"]
-        self.held = small["keys_raw"] > 0.5
-        self.holds = positive_holds(small["hold_duration"])
-        self.recordings = small["source"].astype(str)
-        self.frames = small["frame_index"]
         self.marks = MarkBook(marks_path(self.path), os.path.abspath(self.path))
         self._known_videos = _provenance_videos(self.reader.provenance, {})
         if manifest:
             self._known_videos.update(_manifest_videos(manifest))
+        if whole:
+            self._whole  # noqa: B018 (read now: a damaged field is refused when the set is opened)
+
+    @staticmethod
+    def _derive(small: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The small fields with what the viewer derives from them."""
+        return {**small, "held": small["keys_raw"] > 0.5, "holds": positive_holds(small["hold_duration"]),
+                "recordings": small["source"].astype(str), "frames": small["frame_index"], "label": small["label"]}
+
+    @cached_property
+    def _whole(self) -> dict[str, np.ndarray]:
+        return self._derive(self.reader.columns(list(SMALL_FIELDS)))
+
+    @cached_property
+    def small(self) -> dict[str, np.ndarray]:  # type: ignore[override]
+        return {name: self._whole[name] for name in SMALL_FIELDS}
+
+    label = property(lambda self: self._whole["label"])  # type: ignore[assignment]
+    held = property(lambda self: self._whole["held"])  # type: ignore[assignment]
+    holds = property(lambda self: self._whole["holds"])  # type: ignore[assignment]
+    recordings = property(lambda self: self._whole["recordings"])  # type: ignore[assignment]
+    frames = property(lambda self: self._whole["frames"])  # type: ignore[assignment]
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def _one(self, position: int) -> dict[str, np.ndarray]:
+        if "_whole" in self.__dict__:
+            return super()._one(position)
+        with self.lock:
+            return self._derive(self.reader.column_rows(list(SMALL_FIELDS), position, position + 1))
+
+    def blocks(self, names: list[str]) -> Iterator[dict[str, np.ndarray]]:
+        """The small fields ``names`` in row order: whole once read, else :data:`BLOCK_ROWS` at a time."""
+        if "_whole" in self.__dict__:
+            yield {name: self._whole[name] for name in names}
+            return
+        rows = self.reader.column_block * max(1, BLOCK_ROWS // self.reader.column_block)
+        for start in range(0, len(self), rows):
+            with self.lock:
+                block = self.reader.column_rows(names, start, start + rows)
+            yield block
 
     def _chunks(self, positions: np.ndarray) -> Iterator[Chunk]:
         return self.reader.take(positions)
@@ -210,10 +259,9 @@ class DatasetSource(Source):
         """The identities of the samples at ``positions`` (what their marks name)."""
         return identities({name: self.small[name][positions] for name in IDENTITY})
 
-    def marked(self, positions: list[int] | None = None) -> np.ndarray:
-        """Whether the samples at ``positions`` (all if None) are marked bad."""
-        return self.marks.marked(self.small if positions is None else
-                                 {name: self.small[name][positions] for name in IDENTITY})
+    def marked(self) -> np.ndarray:
+        """Whether each sample is marked bad."""
+        return self.marks.marked(self.small)
 
     def video_path(self, recording: str) -> str | None:
         path = self._known_videos.get(recording)
@@ -246,8 +294,9 @@ class KeylogSource(Source):
                 parts[name].append(chunk[name])
         if not shape:
             raise JumpnetError(path, "holds no events to show")
-        small = {name: np.concatenate(p) for name, p in parts.items()}
-        super().__init__(recording.path, small, recording.keys, shape)
+        super().__init__(recording.path, recording.keys, shape)
+        self.small = small = {name: np.concatenate(p) for name, p in parts.items()}
+        self.label = None
         self.held = small["multi_hot"] > 0.5
         self.holds = small["hold_durations"].astype(np.float64).max(axis=1)
         self.recordings = np.full(len(small["frame_idx"]), recording.name)
@@ -264,15 +313,15 @@ class KeylogSource(Source):
         return self._video_file
 
 
-def open_source(path: str | os.PathLike) -> Source:
+def open_source(path: str | os.PathLike, whole: bool = True) -> Source:
     """A build folder, a dataset (of any format) or a recorder keylog; anything else is refused with the
-    error ``inspect`` gives it."""
+    error ``inspect`` gives it. ``whole``: a dataset's small fields are read at once (see :class:`DatasetSource`)."""
     path = os.fspath(path)
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST)):
         dataset = os.path.join(path, BUILD_DATASET)
         if not os.path.exists(dataset):
             raise JumpnetError(path, f"is a build folder without {BUILD_DATASET} (an unfinished build?)")
-        return DatasetSource(dataset, _read_manifest(path))
+        return DatasetSource(dataset, _read_manifest(path), whole)
     if path.lower().endswith(".npz") and is_keylog_file(path):
         return KeylogSource(path)
-    return DatasetSource(path, _read_manifest(os.path.dirname(os.path.abspath(path.rstrip("/" + os.sep)))))
+    return DatasetSource(path, _read_manifest(os.path.dirname(os.path.abspath(path.rstrip("/" + os.sep)))), whole)
