@@ -5,6 +5,7 @@ a time: the reader streams the member through the restricted unpickler, the writ
 from __future__ import annotations
 
 import contextlib
+from array import array
 import io
 import math
 import os
@@ -180,7 +181,7 @@ class ObjectArrayWriter:
         self._buf = io.BytesIO()
         self._pickler = pickle.Pickler(self._buf, protocol=3)
         self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
-        self._spans: list[tuple[int, int]] = []  # each row's (start, stop), counted from the first row's byte
+        self._spans = array("q")  # each row's start and stop, from the first row's byte: 16 bytes a row
         self._written = 0
         self._zip: zipfile.ZipFile | None = None
         if rows is None:
@@ -225,7 +226,7 @@ class ObjectArrayWriter:
         start = self._written
         for item in items:
             self._put(self._pickled(item))
-        self._spans.append((start, self._written))
+        self._spans.extend((start, self._written))
         self._items_in_batch += len(items)
         if self._items_in_batch >= _APPENDS_BATCH:
             self._put(pickle.APPENDS)
@@ -253,7 +254,7 @@ class ObjectArrayWriter:
                 self._sink.close()
             members = dict(arrays or {})
             if self.spans:
-                members[f"{self.name}_rows"] = np.asarray(self._spans, np.int64).reshape(-1, 2) + self._data_start
+                members[f"{self.name}_rows"] = np.frombuffer(self._spans, np.int64).reshape(-1, 2) + self._data_start
             for key, value in members.items():
                 with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
                     npy_format.write_array(f, np.asanyarray(value), allow_pickle=False)
@@ -264,7 +265,7 @@ class ObjectArrayWriter:
     def read_row(self, which: str) -> object:
         """The "first" or "last" row of the closed file, read back from its bytes through the restricted
         unpickler: a (width,) object array as ``np.load`` gives it, or the (N,) array's element."""
-        start, stop = self._spans[0 if which == "first" else -1]
+        start, stop = self._spans[:2] if which == "first" else self._spans[-2:]
         offset = member_data_offset(self.path, f"{self.name}.npy") + self._data_start
         return read_object_rows(self.path, offset + start, offset + stop, 1, self.width)[0]
 
