@@ -129,7 +129,19 @@ def cmd_build(args: argparse.Namespace) -> Result:
     settings.pop("output", None)
     if output is None:
         raise JumpnetError(args.config, "no output directory: pass -o DIR (or set output in the config)")
-    report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet)
+    if args.shard:
+        from .build import build_shard
+        from .build.shard import parse_shard
+
+        index, count = parse_shard(args.shard)
+        shard = build_shard(recordings, output, BuildOptions(**settings), index=index, count=count, quiet=args.quiet)
+        waiting = (f"; negatives wait for the positives of {', '.join(shard['waiting_for'])}: run it again once "
+                   "the other shards are done" if shard["waiting_for"] else "")
+        ran = ", ".join(shard["ran"]) or "nothing"
+        return shard, (f"build shard {shard['shard']} -> {output}: recordings "
+                       f"{', '.join(shard['recordings']) or 'none'}; ran {ran}{waiting}")
+    report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet,
+                   workers=args.workers, scheduler=args.scheduler)
     return asdict(report), _build_summary(report, output)
 
 

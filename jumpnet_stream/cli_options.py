@@ -43,6 +43,17 @@ def _keys(parser: argparse.ArgumentParser) -> None:
                         "key0, key1, ... after the vectors' length)")
 
 
+def _cluster(parser: argparse.ArgumentParser, what: str) -> argparse._MutuallyExclusiveGroup:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help=f"run {what} on a Dask LocalCluster of N worker processes on this machine (needs the "
+                       "'distributed' extra); the outputs are the same bytes")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help=f"run {what} on the Dask cluster at ADDRESS (tcp://host:8786), whose workers see the "
+                       "inputs and the output folder at the same paths (a shared filesystem)")
+    return group
+
+
 def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
     if output:
         parser.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -193,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history-stride", type=int, default=None, metavar="S",
                    help="frames between history frames (1 to 3600, default: 1)")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
+    _cluster(p, "the stages").add_argument(
+        "--shard", default=None, metavar="I/N", help="run only the per-recording stages of recordings I, I+N, "
+        "I+2N, ... (one job of an array of N, e.g. SLURM's, no Dask): their positives and, once every recording's "
+        "positives are done (run the array twice), their negatives; a plain build in DIR then reuses them")
     _common(p, output=False)
 
     p = sub.add_parser("demo", help="make a synthetic recording and build a training set from it",

@@ -1,0 +1,106 @@
+"""A build's tasks on Dask (issue 17): on the workers of an existing cluster (``scheduler``, e.g.
+``tcp://host:8786``) or of a ``LocalCluster`` of worker processes on this machine (``workers``).
+
+The driver (the process that called :func:`~jumpnet_stream.build.build`) plans, chooses the negatives and
+writes the manifest; every stage spec, every input's hash and every recording's survey runs as a task on a
+worker, which writes its output into the shared output folder under a name of its own (host and pid) and
+renames it into place. Imported only when a cluster is asked for: a build without one imports no Dask.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+import warnings
+from typing import Any, Callable, Iterator
+
+from distributed import Client, LocalCluster, as_completed
+from distributed.scheduler import KilledWorker
+
+from ..errors import JumpnetError
+from .manifest import InputHashes, Manifest, file_record
+
+MAX_WORKERS = 256
+
+
+def _caught(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, type]]]:
+    """``fn(*args)`` on a worker, with the warnings it gave (the driver shows them, as a build here does)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args)
+    return result, [(str(w.message), w.category) for w in caught]
+
+
+class Cluster:
+    """A Dask client for one build or check: :meth:`__call__` is the executor's pool (tasks submitted at once,
+    results as they finish), :meth:`hashes` the inputs' hashes computed by the workers."""
+
+    def __init__(self, workers: int | None = None, scheduler: str | None = None):
+        if (workers is None) == (scheduler is None):
+            raise JumpnetError(None, "give either a number of workers or a scheduler's address, not both")
+        if workers is not None and not 1 <= workers <= MAX_WORKERS:
+            raise JumpnetError(None, f"workers must be between 1 and {MAX_WORKERS}, not {workers}")
+        self.workers, self.scheduler = workers, scheduler
+        self.client: Client | None = None
+        self.local: LocalCluster | None = None
+
+    def __enter__(self) -> "Cluster":
+        if self.scheduler is not None:
+            try:
+                self.client = Client(self.scheduler, timeout="20s", set_as_default=False)
+            except (OSError, ValueError, TypeError) as exc:
+                raise JumpnetError(self.scheduler, f"no Dask scheduler answers at this address ({exc})") from None
+        else:
+            # One thread per worker process: our stages are single-threaded loops that hold the GIL.
+            self.local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
+                                      host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self.local, set_as_default=False)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.client is not None:
+            self.client.close()
+        if self.local is not None:
+            self.local.close()
+
+    def __call__(self, fn: Callable[..., Any], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
+        """Every task ``(label, args)`` submitted as ``fn(*args)``; ``(index, result)`` as each finishes. A
+        failing task raises its own error here (the first to fail; the others are cancelled); a task whose
+        worker died too often (Dask reruns it on another each time) raises one naming its label."""
+        assert self.client is not None, "use the cluster as a context manager"
+        futures = {self.client.submit(_caught, fn, *args, key=f"{_slug(label)}-{uuid.uuid4().hex}", pure=False):
+                   (index, label) for index, (label, args) in enumerate(tasks)}
+        try:
+            for future in as_completed(futures, loop=self.client.loop):
+                index, label = futures[future]
+                try:
+                    result, caught = future.result()
+                except KilledWorker:
+                    raise JumpnetError(None, f"{label}: every worker that ran it died (out of memory?); see the "
+                                             "workers' logs") from None
+                for message, category in caught:
+                    warnings.warn(message, category, stacklevel=2)
+                yield index, result
+        finally:
+            self.client.cancel(list(futures))
+
+    def hashes(self, paths: list[str], manifest: Manifest) -> InputHashes:
+        """The inputs' records (:func:`file_record`), each computed by a worker."""
+        assert self.client is not None, "use the cluster as a context manager"
+        return ClusterHashes(self.client, paths, manifest)
+
+
+class ClusterHashes(InputHashes):
+    """:class:`InputHashes` whose files are hashed by the cluster's workers, next to the other phase-1 tasks."""
+
+    def __init__(self, client: Client, paths: list[str], manifest: Manifest):  # noqa: super().__init__ not called
+        self._client = client
+        self._records = {path: client.submit(file_record, path, manifest.known_input(path), pure=False,
+                                             key=f"hash-{uuid.uuid4().hex}") for path in paths}
+
+    def close(self) -> None:
+        self._client.cancel(list(self._records.values()))
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in label)[:60]
