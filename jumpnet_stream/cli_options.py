@@ -241,15 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare a keylog with its video before building: whether its frame indices fit "
                        "the video (range, steps back, event rate against frame rate) and how the press images "
                        "compare with the frames they name (mean difference per event, against offsets of a few "
-                       "frames and a random-frame baseline). Decodes only the frames it compares. Exit 0 if ok, "
-                       "2 if suspect, 1 on an error.")
-    p.add_argument("raw", metavar="RAW.npz", help="recorder keylog")
-    p.add_argument("video", metavar="VIDEO", help="the video it should belong to")
+                       "frames and a random-frame baseline). Decodes only the frames it compares. 'check DIR' checks "
+                       "every recording of a folder (paired as build pairs them), in parallel with --workers or "
+                       "--scheduler. Exit 0 if ok, 2 if suspect, 1 on an error.")
+    p.add_argument("raw", metavar="RAW.npz|DIR", help="recorder keylog, or a folder of recordings")
+    p.add_argument("video", metavar="VIDEO", nargs="?", default=None, help="the video it should belong to")
     p.add_argument("--size", type=int, default=None, help="image size to compare at (default: the keylog's)")
     p.add_argument("--sample", type=int, default=200, help="events whose images are compared, 1 to 1000 "
                    "(default: 200)")
     p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
+    _cluster(p, "the checks of DIR's recordings")
     _common(p, output=False)
     p = sub.add_parser(
         "view", help="browse a dataset, build folder or keylog in a local web page; mark bad samples",
