@@ -67,7 +67,7 @@ def check_folder(folder: str | os.PathLike, *, workers: int | None = None, sched
     else:
         from .build.distributed import Cluster
 
-        with Cluster(workers, scheduler) as pool:
+        with Cluster(workers, scheduler, tag=f"check {os.path.abspath(folder)}") as pool:
             results = dict(pool(_check_one, tasks))
     check = FolderCheck(folder)
     for index, (name, _) in enumerate(tasks):

@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import JumpnetError
 from ..formats import overlaps, partial_path, remove_output
@@ -100,11 +100,13 @@ LOCK = ".jumpnet-build.lock"
 
 
 @contextlib.contextmanager
-def _build_folder(folder: str, fresh: bool, shard: bool = False) -> Iterator["Manifest"]:
+def _build_folder(folder: str, fresh: bool, shard: bool = False,
+                  settle: Callable[[], None] | None = None) -> Iterator["Manifest"]:
     """The output folder (and its missing parents) made, or an earlier build's folder checked; locked
     against a second build for as long as this one runs; its manifest written before any stage runs (so a
     build killed in its first stage leaves a folder the next run recognises), with the records of the shards
-    that ran in it (removed once the build is done). A shard (``build --shard``) shares the lock with the
+    that ran in it (removed once the build is done). Partial outputs an earlier run left are removed (after
+    ``settle`` returns: a cluster's workers may still be writing them for a killed driver). A shard (``build --shard``) shares the lock with the
     other shards, and neither writes the manifest nor removes what may be another shard's partial outputs."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise JumpnetError(folder, "output exists and is not a directory")
@@ -136,6 +138,8 @@ def _build_folder(folder: str, fresh: bool, shard: bool = False) -> Iterator["Ma
         manifest = Manifest(folder, fresh=fresh)
         shards = adopt(manifest.data, folder) if not fresh else []
         manifest.save()
+        if settle is not None:
+            settle()
         _remove_partials(folder)
         yield manifest
         for path in shards:
@@ -157,8 +161,8 @@ def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOpti
     if workers is not None or scheduler is not None:
         from .distributed import Cluster
 
-        cluster = Cluster(workers, scheduler)
-    with _build_folder(folder, fresh) as manifest, cluster as pool:
+        cluster = Cluster(workers, scheduler, tag=os.path.abspath(folder))
+    with cluster as pool, _build_folder(folder, fresh, settle=pool and pool.settle) as manifest:
         return _build(sessions, folder, options, manifest, quiet, pool)
 
 

@@ -9,7 +9,11 @@ renames it into place. Imported only when a cluster is asked for: a build withou
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
+import re
+import time
 import uuid
 import warnings
 from typing import Any, Callable, Iterator
@@ -35,12 +39,13 @@ class Cluster:
     """A Dask client for one build or check: :meth:`__call__` is the executor's pool (tasks submitted at once,
     results as they finish), :meth:`hashes` the inputs' hashes computed by the workers."""
 
-    def __init__(self, workers: int | None = None, scheduler: str | None = None):
+    def __init__(self, workers: int | None = None, scheduler: str | None = None, tag: str = "tasks"):
         if (workers is None) == (scheduler is None):
             raise JumpnetError(None, "give either a number of workers or a scheduler's address, not both")
         if workers is not None and not 1 <= workers <= MAX_WORKERS:
             raise JumpnetError(None, f"workers must be between 1 and {MAX_WORKERS}, not {workers}")
         self.workers, self.scheduler = workers, scheduler
+        self.prefix = f"jumpnet-{hashlib.sha256(tag.encode()).hexdigest()[:10]}-"  # every task's key begins so
         self.client: Client | None = None
         self.local: LocalCluster | None = None
 
@@ -68,7 +73,7 @@ class Cluster:
         failing task raises its own error here (the first to fail; the others are cancelled); a task whose
         worker died too often (Dask reruns it on another each time) raises one naming its label."""
         assert self.client is not None, "use the cluster as a context manager"
-        futures = {self.client.submit(_caught, fn, *args, key=f"{_slug(label)}-{uuid.uuid4().hex}", pure=False):
+        futures = {self.client.submit(_caught, fn, *args, key=self._key(label), pure=False):
                    (index, label) for index, (label, args) in enumerate(tasks)}
         try:
             for future in as_completed(futures, loop=self.client.loop):
@@ -84,23 +89,40 @@ class Cluster:
         finally:
             self.client.cancel(list(futures))
 
+    def settle(self, timeout: float = 3600) -> None:
+        """Wait for the tasks with this cluster's tag (a build's: its folder) that workers still run for a
+        driver that was killed (Dask lets a running task end; its result is dropped): a rerun must not
+        remove their partial outputs under them, nor land the same output beside them."""
+        assert self.client is not None, "use the cluster as a context manager"
+        deadline = time.monotonic() + timeout
+        while any(key.startswith(self.prefix) for keys in self.client.run(_running).values() for key in keys):
+            if time.monotonic() > deadline:
+                raise JumpnetError(None, f"the cluster's workers still run tasks of an earlier build of this "
+                                         f"folder after {timeout:g} s: restart them, or wait")
+            time.sleep(0.1)
+
+    def _key(self, label: str) -> str:
+        return f"{self.prefix}{re.sub(r'[^A-Za-z0-9_.]+', '_', label)[:60]}-{uuid.uuid4().hex}"
+
     def hashes(self, paths: list[str], manifest: Manifest) -> InputHashes:
         """The inputs' records (:func:`file_record`), each computed by a worker."""
         assert self.client is not None, "use the cluster as a context manager"
-        return ClusterHashes(self.client, paths, manifest)
+        return ClusterHashes(self.client, paths, manifest, self._key)
 
 
 class ClusterHashes(InputHashes):
     """:class:`InputHashes` whose files are hashed by the cluster's workers, next to the other phase-1 tasks."""
 
-    def __init__(self, client: Client, paths: list[str], manifest: Manifest):  # noqa: super().__init__ not called
+    def __init__(self, client: Client, paths: list[str], manifest: Manifest,
+                 key: Callable[[str], str]):  # noqa: super().__init__ not called: no thread pool here
         self._client = client
         self._records = {path: client.submit(file_record, path, manifest.known_input(path), pure=False,
-                                             key=f"hash-{uuid.uuid4().hex}") for path in paths}
+                                             key=key(f"hash {os.path.basename(path)}")) for path in paths}
 
     def close(self) -> None:
         self._client.cancel(list(self._records.values()))
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "._" else "_" for c in label)[:60]
+def _running(dask_worker: Any) -> list[str]:
+    """The keys of the tasks a worker is running (:meth:`Cluster.settle` asks every worker)."""
+    return [str(task.key) for task in dask_worker.state.executing]

@@ -16,6 +16,7 @@ from ..chunk import Chunk
 from ..errors import JumpnetError
 from ..formats import disk_size, open_dataset
 from ..history import attach
+from ..pipeline import return_large_buffers_to_os
 from ..quality import audit
 from ..runner import described, run_stage
 from ..sampling import Frames
@@ -197,6 +198,7 @@ def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[]
     """One task of a build: ``spec`` (None when it is reused), then ``then``; the spec's counts and wall time,
     what ``then`` returned, and the error ``then`` raised once the spec's output had landed (so the executor
     records the spec before it raises the error)."""
+    return_large_buffers_to_os()  # as the command line does (a Dask worker is a process of its own)
     counts = seconds = None
     if spec is not None:
         start = time.perf_counter()
