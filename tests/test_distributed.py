@@ -79,6 +79,24 @@ def test_local_workers_give_the_same_bytes(recorded, workers):
     assert report["accounting"] == serial["accounting"] and sorted(report["ran"]) == sorted(serial["ran"])
 
 
+def test_a_build_on_local_workers_stopped_by_sigterm_leaves_nothing_half_written(recorded, tmp_path):
+    """SIGTERM while a LocalCluster's worker writes a stage's output: the workers end with the build, and what
+    they were writing is removed, as the build without Dask removes its own."""
+    root, _, _, _ = recorded
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "jumpnet_stream", "build", str(root / "in"), "-o", str(out),
+                                *OPTIONS, "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None and not list((out / "work").glob(".*.partial-*")):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert stderr.strip().endswith("terminated (nothing half-written was kept)"), stderr
+    assert not [f for _, dirs, files in os.walk(out) for f in dirs + files if ".partial-" in f]
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A Dask scheduler and two single-threaded workers, each a ``dask`` command of its own on 127.0.0.1, as a

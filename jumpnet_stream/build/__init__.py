@@ -106,8 +106,9 @@ def _build_folder(folder: str, fresh: bool, shard: bool = False,
     against a second build for as long as this one runs; its manifest written before any stage runs (so a
     build killed in its first stage leaves a folder the next run recognises), with the records of the shards
     that ran in it (removed once the build is done). Partial outputs an earlier run left are removed (after
-    ``settle`` returns: a cluster's workers may still be writing them for a killed driver). A shard (``build --shard``) shares the lock with the
-    other shards, and neither writes the manifest nor removes what may be another shard's partial outputs."""
+    ``settle`` returns: a cluster's workers may still be writing them for a killed driver). A shard (``build
+    --shard``) shares the lock with the other shards, and neither writes the manifest nor removes what may be
+    another shard's partial outputs."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise JumpnetError(folder, "output exists and is not a directory")
     if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK, "work"} \
@@ -163,7 +164,12 @@ def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOpti
 
         cluster = Cluster(workers, scheduler, tag=os.path.abspath(folder))
     with cluster as pool, _build_folder(folder, fresh, settle=pool and pool.settle) as manifest:
-        return _build(sessions, folder, options, manifest, quiet, pool)
+        try:
+            return _build(sessions, folder, options, manifest, quiet, pool)
+        except BaseException:
+            if pool is not None and pool.stop_local():  # its workers end with the build (an error, Ctrl-C)
+                _remove_partials(folder)  # what they were writing, half-written
+            raise
 
 
 def build_shard(sessions: list[Session], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,

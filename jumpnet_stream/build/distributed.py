@@ -52,7 +52,7 @@ class Cluster:
     def __enter__(self) -> "Cluster":
         if self.scheduler is not None:
             try:
-                self.client = Client(self.scheduler, timeout="20s", set_as_default=False)
+                self.client = Client(self.scheduler, timeout="10s", set_as_default=False)
             except (OSError, ValueError, TypeError) as exc:
                 raise JumpnetError(self.scheduler, f"no Dask scheduler answers at this address ({exc})") from None
         else:
@@ -65,8 +65,15 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
             self.client.close()
-        if self.local is not None:
-            self.local.close()
+        self.stop_local()
+
+    def stop_local(self) -> bool:
+        """Close the LocalCluster, if this is one: its workers end, and what they were writing stays half
+        written (the caller removes it). Whether there was one to close."""
+        local, self.local = self.local, None
+        if local is not None:
+            local.close()
+        return local is not None
 
     def __call__(self, fn: Callable[..., Any], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
         """Every task ``(label, args)`` submitted as ``fn(*args)``; ``(index, result)`` as each finishes. A
