@@ -56,12 +56,13 @@ def _check_one(raw: str, video: str, options: dict[str, Any]) -> SyncReport | Ju
 
 def check_folder(folder: str | os.PathLike, *, workers: int | None = None, scheduler: str | None = None,
                  **options: Any) -> FolderCheck:
-    """Check every recording ``folder`` holds (paired as ``build`` pairs them); ``options`` are
-    :func:`check_sync`'s (``quiet`` is implied: there is one line per recording at the end)."""
+    """Check every recording ``folder`` holds (paired as ``build`` pairs them; named by absolute paths);
+    ``options`` are :func:`check_sync`'s (``quiet`` is implied: there is one line per recording at the end)."""
     folder = os.fspath(folder)
     sessions = pair_directory(folder)
     options = {**options, "quiet": True}
-    tasks = [(name, (s.raw, s.video, options)) for s, name in zip(sessions, session_names(sessions))]
+    tasks = [(name, (os.path.abspath(s.raw), os.path.abspath(s.video), options))  # a worker's folder may differ
+             for s, name in zip(sessions, session_names(sessions))]
     if workers is None and scheduler is None:
         results = dict(in_process(_check_one, tasks))
     else:

@@ -55,8 +55,9 @@ def digest(folder) -> dict[str, str]:
 
 
 def build_as(root, name: str, *args: str) -> tuple[dict, dict[str, str]]:
-    """A build of root/in into root/out with ``args``, moved to root/``name``: its report and digest."""
-    result = run_cli("build", str(root / "in"), "-o", str(root / "out"), *OPTIONS, *args)
+    """A build of root/in into root/out with ``args`` (paths given relative to root, the command's folder),
+    moved to root/``name``: its report and digest."""
+    result = run_cli("build", "in", "-o", "out", *OPTIONS, *args, cwd=str(root))
     assert result.returncode == 0, result.stderr
     digests = digest(root / "out")
     leftovers = [f for _, dirs, files in os.walk(root / "out") for f in dirs + files if ".partial-" in f]
@@ -100,7 +101,8 @@ def test_a_build_on_local_workers_stopped_by_sigterm_leaves_nothing_half_written
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A Dask scheduler and two single-threaded workers, each a ``dask`` command of its own on 127.0.0.1, as a
-    cluster's nodes run them; a client of the test's own to watch them."""
+    cluster's nodes run them (in a folder of their own: paths the driver is given relative to its folder
+    must reach them whole); a client of the test's own to watch them."""
     folder = tmp_path_factory.mktemp("cluster")
     file = folder / "scheduler.json"
     scheduler = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -235,8 +237,8 @@ def test_shards_of_a_job_array_are_reused_by_a_plain_build(recorded):
 def test_check_a_folder_on_workers(recorded, cluster):
     root, _, _, _ = recorded
     address, _ = cluster
-    here = run_cli("check", str(root / "in"), "--json")
-    remote = run_cli("check", str(root / "in"), "--json", "--scheduler", address)
+    here = run_cli("check", "in", "--json", cwd=str(root))
+    remote = run_cli("check", "in", "--json", "--scheduler", address, cwd=str(root))
     assert here.returncode == remote.returncode == 0, remote.stderr
     assert json.loads(remote.stdout) == json.loads(here.stdout)
     recordings = json.loads(here.stdout)["recordings"]

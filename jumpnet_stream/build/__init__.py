@@ -163,6 +163,7 @@ def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOpti
         from .distributed import Cluster
 
         cluster = Cluster(workers, scheduler, tag=os.path.abspath(folder))
+        sessions = [Session(os.path.abspath(s.raw), os.path.abspath(s.video)) for s in sessions]  # workers' cwd
     with cluster as pool, _build_folder(folder, fresh, settle=pool and pool.settle) as manifest:
         try:
             return _build(sessions, folder, options, manifest, quiet, pool)
