@@ -28,7 +28,7 @@ from ..npz import read_small_array
 from ..progress import progress_bar
 from ..recording import normalize_keys
 from ..video import Video
-from .execute import Executor, accounting, check_sizes, choose, frame_accounting, survey
+from .execute import Executor, accounting, check_sizes, choose, frame_accounting, survey, waves
 from .inputs import MANIFEST, OPTION_NAMES, BuildOptions, Session, load_config, pair_directory, pair_files
 from .manifest import InputHashes, Manifest
 from .plan import plan_frames, plan_positives, plan_set, session_names
@@ -219,8 +219,8 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
                 if os.path.lexists(os.path.join(folder, stale)) and (not options.legacy or stale not in finals):
                     remove_output(os.path.join(folder, stale))  # an earlier build's: it no longer belongs
                     report.removed.append(stale)
-            for spec in plan_set(frames, options, splits):  # phase 4: the set, one stage after another
-                executor.run(spec)
+            for wave in waves(plan_set(frames, options, splits)):  # phase 4: the set
+                executor.run_each(wave)
             marks.append(time.perf_counter())
         hashed_inputs(wait=True)
     finally:

@@ -193,6 +193,19 @@ def choose(surveys: list[dict[str, Any]], options: BuildOptions) -> tuple[dict[s
     return split, zones, chosen
 
 
+def waves(specs: list[StageSpec]) -> Iterator[list[StageSpec]]:
+    """The specs in order, in runs of consecutive specs that read nothing of each other (each run can go
+    to the pool at once: the audit and the legacy exports all read only the dataset)."""
+    wave: list[StageSpec] = []
+    for spec in specs:
+        if {w.name for w in wave} & set(spec.upstream):
+            yield wave
+            wave = []
+        wave.append(spec)
+    if wave:
+        yield wave
+
+
 def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[], Any] | None
              ) -> tuple[dict[str, Any] | None, float | None, Any, Exception | None]:
     """One task of a build: ``spec`` (None when it is reused), then ``then``; the spec's counts and wall time,
@@ -244,10 +257,6 @@ class Executor:
     def fingerprint(self, spec: StageSpec) -> str:
         return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["sha256"] for path in spec.inputs],
                            [self.prints[name] for name in spec.upstream])
-
-    def run(self, spec: StageSpec) -> dict[str, Any]:
-        self.run_each([spec])
-        return self.counts[spec.name]
 
     def run_each(self, specs: list[StageSpec], then: list[Callable[[], Any]] | None = None) -> list[Any]:
         """Run specs that do not read each other's outputs, each followed by its ``then`` (in the same task: a
