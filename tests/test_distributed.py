@@ -18,6 +18,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
+from jumpnet_stream.formats import partial_path
+from jumpnet_stream.formats.output import land
 from jumpnet_stream.synth import make_recording
 
 distributed = pytest.importorskip("distributed")
@@ -246,3 +248,31 @@ def test_check_a_folder_on_workers(recorded, cluster):
     single = run_cli("check", str(root / "in" / "collected" / "alpha.npz"),
                      str(root / "in" / "recordings" / "alpha_120000.mp4"), "--json")
     assert json.loads(single.stdout) == recordings["alpha"]
+
+
+def _land_repeatedly(path: str, times: int, start) -> None:
+    """Write a store (a directory of one file) under this process's partial name and land it, ``times`` times."""
+    start.wait()
+    for _ in range(times):
+        temp = partial_path(path)
+        os.makedirs(temp)
+        with open(os.path.join(temp, "zarr.json"), "w") as f:
+            f.write(str(os.getpid()))
+        land(temp, path)
+
+
+def test_two_processes_landing_the_same_store_at_once_both_succeed(tmp_path):
+    """A task that a killed driver's worker still runs and its rerun land the same output: neither fails,
+    the output is whole, and no temporary copy is left."""
+    import multiprocessing
+
+    path = str(tmp_path / "set.zarr")
+    context = multiprocessing.get_context("fork")  # the children only rename files
+    start = context.Barrier(2)
+    processes = [context.Process(target=_land_repeatedly, args=(path, 400, start)) for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0]
+    assert os.listdir(tmp_path) == ["set.zarr"] and os.listdir(path) == ["zarr.json"]
