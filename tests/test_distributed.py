@@ -219,6 +219,35 @@ def test_a_failing_task_is_one_line_naming_its_recording(recorded, cluster, tmp_
     assert line.startswith(f"jumpnet-stream: error: {junk}: none of its 3 entries is a readable event"), line
 
 
+def test_a_scheduler_running_other_code_is_refused_in_one_line(recorded, tmp_path):
+    """A scheduler whose jumpnet-stream differs from the driver's (a stale copy on a node) would unpickle the
+    tasks as other code: refused before any work, in one line."""
+    root, _, _, _ = recorded
+    shutil.copytree(os.path.join(ROOT, "jumpnet_stream"), tmp_path / "other" / "jumpnet_stream",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "other" / "jumpnet_stream" / "errors.py", "a") as f:
+        f.write("# another version\n")
+    file = tmp_path / "scheduler.json"
+    scheduler = subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--no-dashboard", "--scheduler-file", str(file)], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(tmp_path / "other")},
+                                 cwd=tmp_path / "other")  # python -m puts its folder first on the path
+    try:
+        deadline = time.monotonic() + 60
+        while not file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        address = json.loads(file.read_text())["address"]
+        result = run_cli("build", str(root / "in"), "-o", str(tmp_path / "out"), "--scheduler", address)
+    finally:
+        scheduler.terminate()
+        scheduler.wait(timeout=30)
+    assert result.returncode == 1
+    line, = result.stderr.splitlines()
+    assert line == (f"jumpnet-stream: error: {address}: the scheduler run(s) another jumpnet-stream than this one: "
+                    "start the scheduler and workers in this environment")
+    assert not (tmp_path / "out").exists()
+
+
 def test_shards_of_a_job_array_are_reused_by_a_plain_build(recorded):
     """build --shard I/N twice for each shard (positives, then negatives once all positives are done), as a
     job array without Dask would; the plain build after them runs only the set's stages."""

@@ -25,6 +25,7 @@ from ..errors import JumpnetError
 from .manifest import InputHashes, Manifest, file_record
 
 MAX_WORKERS = 256
+WORKER_WAIT = 120  # seconds a build waits for a scheduler's first worker
 
 
 def _caught(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, type]]]:
@@ -55,12 +56,37 @@ class Cluster:
                 self.client = Client(self.scheduler, timeout="10s", set_as_default=False)
             except (OSError, ValueError, TypeError) as exc:
                 raise JumpnetError(self.scheduler, f"no Dask scheduler answers at this address ({exc})") from None
+            client = self.client
+            self._check_code(lambda: {"the scheduler": client.run_on_scheduler(code_id)})
+            try:
+                client.wait_for_workers(1, timeout=WORKER_WAIT)
+            except (TimeoutError, OSError):
+                client.close()
+                raise JumpnetError(self.scheduler, f"no worker has joined this scheduler in {WORKER_WAIT} s: start "
+                                                   f"some with 'dask worker {self.scheduler} --nthreads 1'") from None
+            self._check_code(lambda: {f"worker {address}": found for address, found in client.run(code_id).items()})
         else:
             # One thread per worker process: our stages are single-threaded loops that hold the GIL.
             self.local = LocalCluster(n_workers=self.workers, threads_per_worker=1, processes=True,
                                       host="127.0.0.1", dashboard_address=None, silence_logs=logging.ERROR)
             self.client = Client(self.local, set_as_default=False)
         return self
+
+    def _check_code(self, ask: Callable[[], dict[str, str]]) -> None:
+        """The scheduler (it unpickles the tasks) and every worker run this very jumpnet-stream (``ask``: their
+        :func:`code_id` by name): another version or a stale copy on a node would give other bytes."""
+        assert self.client is not None
+        try:
+            there = ask()
+        except Exception as exc:  # it cannot even import this module: the error is Dask's or pickle's
+            self.client.close()
+            raise JumpnetError(self.scheduler, f"the cluster cannot run jumpnet-stream's tasks ({type(exc).__name__}: "
+                                               f"{exc}): start its scheduler and workers in this environment") from None
+        other = [name for name, found in there.items() if found != code_id()]
+        if other:
+            self.client.close()
+            raise JumpnetError(self.scheduler, f"{', '.join(other)} run(s) another jumpnet-stream than this one: start "
+                                               "the scheduler and workers in this environment")
 
     def __exit__(self, *exc: object) -> None:
         if self.client is not None:
@@ -128,6 +154,17 @@ class ClusterHashes(InputHashes):
 
     def close(self) -> None:
         self._client.cancel(list(self._records.values()))
+
+
+def code_id() -> str:
+    """A hash of this jumpnet-stream's source files (what a cluster's every process must run alike)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha256()
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(f for f in files if f.endswith(".py")):
+            with open(os.path.join(folder, name), "rb") as f:
+                digest.update(os.path.relpath(os.path.join(folder, name), root).encode() + b"\0" + f.read())
+    return digest.hexdigest()[:16]
 
 
 def _running(dask_worker: Any) -> list[str]:
