@@ -129,7 +129,19 @@ def cmd_build(args: argparse.Namespace) -> Result:
     settings.pop("output", None)
     if output is None:
         raise JumpnetError(args.config, "no output directory: pass -o DIR (or set output in the config)")
-    report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet)
+    if args.shard:
+        from .build import build_shard
+        from .build.shard import parse_shard
+
+        index, count = parse_shard(args.shard)
+        shard = build_shard(recordings, output, BuildOptions(**settings), index=index, count=count, quiet=args.quiet)
+        waiting = (f"; negatives wait for the positives of {', '.join(shard['waiting_for'])}: run it again once "
+                   "the other shards are done" if shard["waiting_for"] else "")
+        ran = ", ".join(shard["ran"]) or "nothing"
+        return shard, (f"build shard {shard['shard']} -> {output}: recordings "
+                       f"{', '.join(shard['recordings']) or 'none'}; ran {ran}{waiting}")
+    report = build(recordings, output, BuildOptions(**settings), fresh=args.fresh, quiet=args.quiet,
+                   workers=args.workers, scheduler=args.scheduler)
     return asdict(report), _build_summary(report, output)
 
 
@@ -198,11 +210,21 @@ def cmd_inspect(args: argparse.Namespace) -> Result:
 
 
 def cmd_check(args: argparse.Namespace) -> Result:
-    from .sync import check_sync
+    options = {"size": args.size, "sample": args.sample, "max_offset": args.max_offset, "seed": args.seed}
+    if args.video is None:
+        from .folder_check import check_folder
 
-    report = check_sync(args.raw, args.video, size=args.size, sample=args.sample, max_offset=args.max_offset,
-                        seed=args.seed, quiet=args.quiet)
-    args.exit_code = 0 if report.verdict == "ok" else 2  # scripts can tell "suspect" (2) from an error (1)
+        if not os.path.isdir(args.raw):
+            raise JumpnetError(args.raw, "check takes a keylog and its video, or a folder of recordings")
+        report = check_folder(args.raw, workers=args.workers, scheduler=args.scheduler, **options)
+    else:
+        from .sync import check_sync
+
+        if args.workers is not None or args.scheduler is not None:
+            raise JumpnetError(None, "--workers and --scheduler are for checking a folder (check DIR)")
+        report = check_sync(args.raw, args.video, quiet=args.quiet, **options)
+    # scripts can tell "suspect" (2) from an error (1)
+    args.exit_code = {"ok": 0, "suspect": 2}.get(report.verdict, 1)
     return report.counts(), report.text()
 
 

@@ -43,6 +43,17 @@ def _keys(parser: argparse.ArgumentParser) -> None:
                         "key0, key1, ... after the vectors' length)")
 
 
+def _cluster(parser: argparse.ArgumentParser, what: str) -> argparse._MutuallyExclusiveGroup:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, default=None, metavar="N",
+                       help=f"run {what} on a Dask LocalCluster of N worker processes on this machine (needs the "
+                       "'distributed' extra); the outputs are the same bytes")
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help=f"run {what} on the Dask cluster at ADDRESS (tcp://host:8786), whose workers see the "
+                       "inputs and the output folder at the same paths (a shared filesystem)")
+    return group
+
+
 def _common(parser: argparse.ArgumentParser, output: bool = True) -> None:
     if output:
         parser.add_argument("-o", "--output", required=True, metavar="OUT",
@@ -197,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "NAME.marks.json beside the set); counted in the manifest and the set's provenance; a change "
                    "to the file redoes only the set and what follows it")
     p.add_argument("--fresh", action="store_true", help="redo every stage, ignoring earlier results in DIR")
+    _cluster(p, "the stages").add_argument(
+        "--shard", default=None, metavar="I/N", help="run only the per-recording stages of recordings I, I+N, "
+        "I+2N, ... (one job of an array of N, e.g. SLURM's, no Dask): their positives and, once every recording's "
+        "positives are done (run the array twice), their negatives; a plain build in DIR then reuses them")
     _common(p, output=False)
 
     p = sub.add_parser("demo", help="make a synthetic recording and build a training set from it",
@@ -230,15 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compare a keylog with its video before building: whether its frame indices fit "
                        "the video (range, steps back, event rate against frame rate) and how the press images "
                        "compare with the frames they name (mean difference per event, against offsets of a few "
-                       "frames and a random-frame baseline). Decodes only the frames it compares. Exit 0 if ok, "
-                       "2 if suspect, 1 on an error.")
-    p.add_argument("raw", metavar="RAW.npz", help="recorder keylog")
-    p.add_argument("video", metavar="VIDEO", help="the video it should belong to")
+                       "frames and a random-frame baseline). Decodes only the frames it compares. 'check DIR' checks "
+                       "every recording of a folder (paired as build pairs them), in parallel with --workers or "
+                       "--scheduler. Exit 0 if ok, 2 if suspect, 1 on an error.")
+    p.add_argument("raw", metavar="RAW.npz|DIR", help="recorder keylog, or a folder of recordings")
+    p.add_argument("video", metavar="VIDEO", nargs="?", default=None, help="the video it should belong to")
     p.add_argument("--size", type=int, default=None, help="image size to compare at (default: the keylog's)")
     p.add_argument("--sample", type=int, default=200, help="events whose images are compared, 1 to 1000 "
                    "(default: 200)")
     p.add_argument("--max-offset", type=int, default=2, help="frame offsets tried either side (default: 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the event sample (default: 0)")
+    _cluster(p, "the checks of DIR's recordings")
     _common(p, output=False)
     p = sub.add_parser(
         "view", help="browse a dataset, build folder or keylog in a local web page; mark bad samples",

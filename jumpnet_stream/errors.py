@@ -16,6 +16,10 @@ class JumpnetError(Exception):
     def __str__(self) -> str:
         return self.message if self.path is None else f"{self.path}: {self.message}"
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its path and message (a build's worker process hands its error to the driver)."""
+        return type(self), (self.path, self.message)
+
 
 class UnsafeInputError(JumpnetError):
     """An input that names code to run on loading (a hostile pickle): refused, never half-used."""

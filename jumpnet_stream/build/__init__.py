@@ -17,8 +17,10 @@ import fcntl
 import glob
 import os
 import socket
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+import time
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ..errors import JumpnetError
 from ..formats import overlaps, partial_path, remove_output
@@ -26,15 +28,22 @@ from ..npz import read_small_array
 from ..progress import progress_bar
 from ..recording import normalize_keys
 from ..video import Video
-from .execute import Executor, accounting, check_sizes, eligible, frame_accounting, survey
+from .execute import Executor, accounting, check_sizes, choose, frame_accounting, survey, waves
 from .inputs import MANIFEST, OPTION_NAMES, BuildOptions, Session, load_config, pair_directory, pair_files
 from .manifest import InputHashes, Manifest
 from .plan import plan_frames, plan_positives, plan_set, session_names
-from .split import SPLITS, as_lists, choose_negatives, plan_split
+from .shard import adopt, run_shard
+from .split import SPLITS, as_lists
 
-__all__ = ["MANIFEST", "OPTION_NAMES", "BuildOptions", "BuildReport", "Session", "build", "demo", "load_config",
-           "pair_directory", "pair_files"]
+if TYPE_CHECKING:
+    from .distributed import Cluster
+
+__all__ = ["MANIFEST", "OPTION_NAMES", "BuildOptions", "BuildReport", "Session", "build", "build_shard", "demo",
+           "load_config", "pair_directory", "pair_files"]
 MAX_DEMO_SECONDS = 600
+#: The build's phases: per recording (positives, survey), the driver's choice of negatives, per recording
+#: (negatives, the positives' frames), the set (positives, augment, dataset, audit, final).
+PHASES = ("recordings", "choice", "frames", "set")
 
 
 @dataclass
@@ -51,6 +60,7 @@ class BuildReport:
     unchanged: list[str] = field(default_factory=list)  # outputs of an earlier run, reused as they are
     removed: list[str] = field(default_factory=list)    # earlier outputs that no longer belong to the build
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage that ran
+    phases: dict[str, float] = field(default_factory=dict)   # wall time of each phase, as the driver saw it
     accounting: dict[str, Any] = field(default_factory=dict)
     splits: dict[str, dict[str, int]] = field(default_factory=dict)  # positives and negatives of each split
     class_weights: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -63,9 +73,17 @@ def _remove_partials(folder: str) -> None:
         remove_output(path)
 
 
-def _check_inputs(sessions: list[Session], options: BuildOptions, folder: str) -> None:
-    """What can be refused before any work: missing files, a jump key a keylog does not track, a video
-    that does not open, an input inside the output folder."""
+def _check_sessions(sessions: list[Session], options: BuildOptions, folder: str) -> None:
+    """What can be refused before any work: no recordings, a keylog given twice, missing files, a jump key a
+    keylog does not track, a video that does not open, an input inside the output folder."""
+    if not sessions:
+        raise JumpnetError(None, "no recordings given (sessions is empty: pair keylogs with their videos, or find "
+                                 "them in a folder or a config file)")
+    seen: set[str] = set()
+    for session in sessions:
+        if os.path.realpath(session.raw) in seen:
+            raise JumpnetError(session.raw, "this keylog is given twice")
+        seen.add(os.path.realpath(session.raw))
     for recording in sessions:
         for path in (recording.raw, recording.video):
             if not os.path.isfile(path):
@@ -88,13 +106,18 @@ LOCK = ".jumpnet-build.lock"
 
 
 @contextlib.contextmanager
-def _build_folder(folder: str, fresh: bool) -> Iterator["Manifest"]:
+def _build_folder(folder: str, fresh: bool, shard: bool = False,
+                  settle: Callable[[], None] | None = None) -> Iterator["Manifest"]:
     """The output folder (and its missing parents) made, or an earlier build's folder checked; locked
     against a second build for as long as this one runs; its manifest written before any stage runs (so a
-    build killed in its first stage leaves a folder the next run recognises)."""
+    build killed in its first stage leaves a folder the next run recognises), with the records of the shards
+    that ran in it (removed once the build is done). Partial outputs an earlier run left are removed (after
+    ``settle`` returns: a cluster's workers may still be writing them for a killed driver). A shard (``build
+    --shard``) shares the lock with the other shards, and neither writes the manifest nor removes what may be
+    another shard's partial outputs."""
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise JumpnetError(folder, "output exists and is not a directory")
-    if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK} \
+    if os.path.isdir(folder) and set(os.listdir(folder)) - {LOCK, "work"} \
             and not os.path.exists(os.path.join(folder, MANIFEST)):
         raise JumpnetError(folder, "output directory is not empty and holds no earlier build (manifest.json): "
                                    "choose a new or empty directory")
@@ -105,46 +128,76 @@ def _build_folder(folder: str, fresh: bool) -> Iterator["Manifest"]:
         raise JumpnetError(folder, f"cannot create the output folder: {exc.strerror}") from None
     with lock:
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, (fcntl.LOCK_SH if shard else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError:
             lock.seek(0)
-            holder = lock.read().strip() or "another process"
+            holder = lock.read().strip() or "shards of a build"
             raise JumpnetError(folder, f"is in use by another build ({holder}): wait for it, or choose another "
                                        "output folder") from None
+        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+        if shard:
+            yield Manifest(folder)
+            return
         lock.seek(0)
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
         lock.flush()
         manifest = Manifest(folder, fresh=fresh)
+        shards = adopt(manifest.data, folder) if not fresh else []
         manifest.save()
-        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
+        if settle is not None:
+            settle()
         _remove_partials(folder)
         yield manifest
+        for path in shards:
+            os.remove(path)  # their records are in the manifest now
+        _remove_partials(folder)  # every task is done: what is left is of a worker killed mid-task, on any host
 
 
 def build(sessions: list[Session], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,
-          fresh: bool = False, quiet: bool = True) -> BuildReport:
-    """Build ``folder``/dataset.zarr (and final.npz) from ``sessions``; stages already done are reused."""
+          fresh: bool = False, quiet: bool = True, workers: int | None = None,
+          scheduler: str | None = None) -> BuildReport:
+    """Build ``folder``/dataset.zarr (and final.npz) from ``sessions``; stages already done are reused.
+
+    ``workers``: run the stages as tasks on a Dask ``LocalCluster`` of that many worker processes;
+    ``scheduler``: on the Dask cluster at that address (its workers must see ``folder`` and the inputs at the
+    same paths). The outputs are the same bytes either way."""
     folder = os.fspath(folder)
-    if not sessions:
-        raise JumpnetError(None, "no recordings given (sessions is empty: pair keylogs with their videos, or find them in a folder or a config file)")
-    seen: set[str] = set()
-    for session in sessions:
-        if os.path.realpath(session.raw) in seen:
-            raise JumpnetError(session.raw, "this keylog is given twice")
-        seen.add(os.path.realpath(session.raw))
-    _check_inputs(sessions, options, folder)
-    with _build_folder(folder, fresh) as manifest:
-        return _build(sessions, folder, options, manifest, quiet)
+    if options.exclude is not None:  # read by the dataset stage, wherever it runs
+        options = replace(options, exclude=os.path.abspath(options.exclude))
+    _check_sessions(sessions, options, folder)
+    cluster = contextlib.nullcontext()
+    if workers is not None or scheduler is not None:
+        from .distributed import Cluster
+
+        cluster = Cluster(workers, scheduler, tag=os.path.abspath(folder))
+        sessions = [Session(os.path.abspath(s.raw), os.path.abspath(s.video)) for s in sessions]  # workers' cwd
+    with cluster as pool, _build_folder(folder, fresh, settle=pool and pool.settle) as manifest:
+        try:
+            return _build(sessions, folder, options, manifest, quiet, pool)
+        except BaseException:
+            if pool is not None and pool.stop_local():  # its workers end with the build (an error, Ctrl-C)
+                _remove_partials(folder)  # what they were writing, half-written
+            raise
+
+
+def build_shard(sessions: list[Session], folder: str | os.PathLike, options: BuildOptions = BuildOptions(), *,
+                index: int, count: int, quiet: bool = True) -> dict[str, Any]:
+    """Shard ``index`` of ``count`` of a build (``build --shard I/N``, :mod:`.shard`): the per-recording work
+    of recordings ``index``, ``index + count``, ... into ``folder``, where a later :func:`build` reuses it."""
+    folder = os.fspath(folder)
+    _check_sessions(sessions, options, folder)
+    with _build_folder(folder, fresh=False, shard=True):
+        return run_shard(sessions, folder, options, index, count, quiet)
 
 
 def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest: Manifest,
-           quiet: bool) -> BuildReport:
+           quiet: bool, cluster: Cluster | None = None) -> BuildReport:
     from .. import __version__
 
     names = session_names(sessions)
-    hashes = InputHashes([path for s in sessions for path in (s.raw, s.video)]
-                         + ([options.exclude] if options.exclude else []), manifest)
+    paths = [path for s in sessions for path in (s.raw, s.video)] + ([options.exclude] if options.exclude else [])
+    hashes = cluster.hashes(paths, manifest) if cluster else InputHashes(paths, manifest)
     manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
 
     def hashed_inputs(wait: bool = False) -> None:
@@ -154,33 +207,29 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
     report = BuildReport(folder=os.path.abspath(folder))
     bar = progress_bar(2 * len(sessions) + 4 + options.legacy * (1 + (options.val_fraction > 0)), "build",
                        unit="stage", quiet=quiet)
-    executor = Executor(folder, manifest, hashes, bar, quiet, recorded=hashed_inputs)
+    executor = Executor(os.path.abspath(folder), manifest, hashes, bar, quiet, recorded=hashed_inputs, pool=cluster)
     try:
         with bar:
-            positives = plan_positives(sessions, options)
-            for spec in positives:
-                executor.run(spec)
-            surveys = [survey(s.video, executor.output(spec), s.raw, options.radius)
-                       for s, spec in zip(sessions, positives)]
+            marks = [time.perf_counter()]
+            positives = plan_positives(sessions, options)  # phase 1, per recording: positives, survey
+            surveys = executor.run_each(positives, [partial(survey, s.video, executor.output(spec), s.raw,
+                                                            options.radius) for s, spec in zip(sessions, positives)])
+            marks.append(time.perf_counter())
             check_sizes(surveys)
-            split = plan_split(surveys, options.val_fraction, options.seed, options.radius)
-            zones = split["zones"]
-            pools = [{name: eligible(s, z[name], options.radius, options.held_frames) for name in SPLITS}
-                     for s, z in zip(surveys, zones)]
-            chosen = choose_negatives(pools, surveys, zones, total=options.negatives, ratio=options.negative_ratio,
-                                      multiplier=options.multiplier, keep_unreleased=options.keep_unreleased,
-                                      seed=options.seed)
+            split, zones, chosen = choose(surveys, options)  # phase 2, the driver: the negatives' choice
+            marks.append(time.perf_counter())
             frames = plan_frames(sessions, positives, surveys, zones, chosen, options)
-            for spec in frames:
-                executor.run(spec)
+            executor.run_each(frames)  # phase 3, per recording: negatives and positives' frames
+            marks.append(time.perf_counter())
             splits = tuple(name for name in SPLITS if name == "train" or any(len(z[name]) for z in zones))
             finals = {"final.npz"} | {f"final-{name}.npz" for name in splits if name != "train"}
             for stale in ("final.npz", *(f"final-{name}.npz" for name in SPLITS if name != "train")):
                 if os.path.lexists(os.path.join(folder, stale)) and (not options.legacy or stale not in finals):
                     remove_output(os.path.join(folder, stale))  # an earlier build's: it no longer belongs
                     report.removed.append(stale)
-            for spec in plan_set(frames, options, splits):
-                executor.run(spec)
+            for wave in waves(plan_set(frames, options, splits)):  # phase 4: the set
+                executor.run_each(wave)
+            marks.append(time.perf_counter())
         hashed_inputs(wait=True)
     finally:
         hashes.close()
@@ -188,6 +237,7 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
     counts = executor.counts
     names = session_names(sessions)
     report.ran, report.reused, report.seconds = executor.ran, executor.reused, executor.seconds
+    report.phases = {phase: round(end - start, 3) for phase, start, end in zip(PHASES, marks, marks[1:])}
     frame_counts = [frame_accounting(s, z, options.radius, options.held_frames, counts[f"frames {name}"])
                     for s, z, name in zip(surveys, zones, names)]
     report.accounting = accounting(counts, names, frame_counts, options.multiplier)

@@ -16,6 +16,7 @@ from ..chunk import Chunk
 from ..errors import JumpnetError
 from ..formats import disk_size, open_dataset
 from ..history import attach
+from ..pipeline import return_large_buffers_to_os
 from ..quality import audit
 from ..runner import described, run_stage
 from ..sampling import Frames
@@ -27,8 +28,10 @@ from ..stages.negatives import check_fits, held
 from ..stages.preprocess import preprocess
 from ..video import Video
 from ..viewer.marks import IDENTITY, load_marks, marked_rows
+from .inputs import BuildOptions
 from .manifest import InputHashes, Manifest, fingerprint
 from .plan import StageSpec
+from .split import SPLITS, choose_negatives, plan_split
 
 
 def _preprocess(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
@@ -183,14 +186,71 @@ def eligible(survey: dict[str, Any], zone: Frames, radius: int, held_frames: str
                                    np.concatenate([near.stops, jumps.stops])))
 
 
+def choose(surveys: list[dict[str, Any]], options: BuildOptions) -> tuple[dict[str, Any], list[Any], list[Any]]:
+    """The driver's step between the per-recording phases: the split of every recording's frames, and the
+    seeded choice of negatives over the eligible frames of all of them (each recording's, per split)."""
+    split = plan_split(surveys, options.val_fraction, options.seed, options.radius)
+    zones = split["zones"]
+    pools = [{name: eligible(s, z[name], options.radius, options.held_frames) for name in SPLITS}
+             for s, z in zip(surveys, zones)]
+    chosen = choose_negatives(pools, surveys, zones, total=options.negatives, ratio=options.negative_ratio,
+                              multiplier=options.multiplier, keep_unreleased=options.keep_unreleased, seed=options.seed)
+    return split, zones, chosen
+
+
+def waves(specs: list[StageSpec]) -> Iterator[list[StageSpec]]:
+    """The specs in order, in runs of consecutive specs that read nothing of each other (each run can go
+    to the pool at once: the audit and the legacy exports all read only the dataset)."""
+    wave: list[StageSpec] = []
+    for spec in specs:
+        if {w.name for w in wave} & set(spec.upstream):
+            yield wave
+            wave = []
+        wave.append(spec)
+    if wave:
+        yield wave
+
+
+def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[], Any] | None
+             ) -> tuple[dict[str, Any] | None, float | None, Any, Exception | None]:
+    """One task of a build: ``spec`` (None when it is reused), then ``then``; the spec's counts and wall time,
+    what ``then`` returned, and the error ``then`` raised once the spec's output had landed (so the executor
+    records the spec before it raises the error)."""
+    return_large_buffers_to_os()  # as the command line does (a Dask worker is a process of its own)
+    counts = seconds = None
+    if spec is not None:
+        start = time.perf_counter()
+        counts = run_spec(spec, folder, quiet)
+        seconds = round(time.perf_counter() - start, 3)
+    try:
+        return counts, seconds, then() if then is not None else None, None
+    except Exception as exc:
+        if counts is None:
+            raise
+        return counts, seconds, None, exc
+
+
+#: Runs tasks, each ``(label, args)``, as ``fn(*args)``; yields ``(index, result)`` as each finishes (a
+#: failing task raises its error). :func:`in_process` runs them here, in order; ``distributed.Cluster`` on Dask.
+Pool = Callable[[Callable[..., Any], list[tuple[str, tuple]]], Iterator[tuple[int, Any]]]
+
+
+def in_process(fn: Callable[..., Any], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
+    """The pool of a build without a cluster: each task in this process, in order."""
+    for index, (_, args) in enumerate(tasks):
+        yield index, fn(*args)
+
+
 class Executor:
     """Runs specs in order into ``folder``: a spec whose output is there and whose fingerprint (its kind,
     parameters, its input files' hashes and its upstream specs' fingerprints) matches the manifest's record
-    is reused; any other runs, and is recorded once its output has landed."""
+    is reused; any other runs (in this process, or as a task of its pool), and is recorded once its output has
+    landed. Only the executor, in the driver, writes the manifest."""
 
     def __init__(self, folder: str, manifest: Manifest, hashes: InputHashes, bar: Any, quiet: bool,
-                 recorded: Callable[[], None]):
+                 recorded: Callable[[], None], pool: Pool | None = None):
         self.folder, self.manifest, self.hashes, self.bar, self.quiet = folder, manifest, hashes, bar, quiet
+        self.pool = pool or in_process
         self.recorded = recorded  # called before each record is saved (the manifest's inputs so far)
         self.prints: dict[str, str] = {}
         self.counts: dict[str, dict[str, Any]] = {}
@@ -203,26 +263,37 @@ class Executor:
         return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["sha256"] for path in spec.inputs],
                            [self.prints[name] for name in spec.upstream])
 
-    def run(self, spec: StageSpec) -> dict[str, Any]:
-        self.bar.set_description(f"build: {spec.name}")
-        self.order.append(spec.name)
-        outputs = [os.path.join(self.folder, output) for output in spec.outputs]
-        done = self.manifest.finished(spec.name, lambda: self.fingerprint(spec), outputs)
-        if done is not None:
-            self.reused.append(spec.name)
-            self.counts[spec.name] = done["counts"]
-        else:
-            self.manifest.start(spec.name)
-            start = time.perf_counter()
-            self.counts[spec.name] = run_spec(spec, self.folder, self.quiet)
-            self.seconds[spec.name] = round(time.perf_counter() - start, 3)
-            self.ran.append(spec.name)
-            self.recorded()
-            self.manifest.record(spec.name, {"fingerprint": self.fingerprint(spec), "outputs": list(spec.outputs),
-                                             "counts": self.counts[spec.name]})
-        self.prints[spec.name] = self.fingerprint(spec)
-        self.bar.update(1)
-        return self.counts[spec.name]
+    def run_each(self, specs: list[StageSpec], then: list[Callable[[], Any]] | None = None) -> list[Any]:
+        """Run specs that do not read each other's outputs, each followed by its ``then`` (in the same task: a
+        worker's when the executor has a pool, in parallel); returns what the ``then`` calls returned."""
+        then = then or [None] * len(specs)
+        tasks = []
+        for spec, follow in zip(specs, then):
+            self.bar.set_description(f"build: {spec.name}")
+            self.order.append(spec.name)
+            outputs = [os.path.join(self.folder, output) for output in spec.outputs]
+            done = self.manifest.finished(spec.name, lambda: self.fingerprint(spec), outputs)
+            if done is not None:
+                self.reused.append(spec.name)
+                self.counts[spec.name] = done["counts"]
+            else:
+                self.manifest.start(spec.name)
+            tasks.append((spec.name, (None if done else spec, self.folder, self.quiet, follow)))
+        results: list[Any] = [None] * len(specs)
+        for index, (counts, seconds, result, error) in self.pool(run_task, tasks):
+            spec = specs[index]
+            if counts is not None:
+                self.counts[spec.name], self.seconds[spec.name] = counts, seconds
+                self.ran.append(spec.name)
+                self.recorded()
+                self.manifest.record(spec.name, {"fingerprint": self.fingerprint(spec),
+                                                 "outputs": list(spec.outputs), "counts": counts})
+            if error is not None:
+                raise error
+            self.prints[spec.name] = self.fingerprint(spec)
+            results[index] = result
+            self.bar.update(1)
+        return results
 
     def output(self, spec: StageSpec) -> str:
         return os.path.join(self.folder, spec.output)

@@ -8,6 +8,7 @@ unless replacing is asked for, and none of the command's inputs.
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -97,10 +98,20 @@ def land(temp: str, path: str) -> None:
     link named as the output is replaced by the output, never its target)."""
     if os.path.islink(path) and os.path.isdir(temp):
         os.remove(path)  # a directory cannot be renamed over a link
-    if not os.path.isdir(path) or os.path.islink(path):
-        os.replace(temp, path)  # atomic for files
-        return
     old = f"{temp}.old"
-    os.replace(path, old)
-    os.replace(temp, path)
+    for attempt in range(LANDING_ATTEMPTS):
+        remove_output(old)
+        try:
+            if os.path.isdir(path) and not os.path.islink(path):
+                os.replace(path, old)
+            os.replace(temp, path)  # atomic for files
+            break
+        except OSError as exc:  # another process landed the same output in between (a build's task run twice)
+            if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST) or attempt == LANDING_ATTEMPTS - 1:
+                raise
     remove_output(old)
+
+
+#: Tries to land a store when another process lands the same one at the same moment (the same bytes: a
+#: build's task that a Dask worker still ran for a driver that was killed, and the rerun's).
+LANDING_ATTEMPTS = 20
