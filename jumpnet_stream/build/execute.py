@@ -195,7 +195,7 @@ class Executor:
         self.seconds: dict[str, float] = {}
 
     def fingerprint(self, spec: StageSpec) -> str:
-        return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["sha256"] for path in spec.inputs],
+        return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["hash"] for path in spec.inputs],
                            [self.prints[name] for name in spec.upstream])
 
     def run(self, spec: StageSpec) -> dict[str, Any]:
