@@ -29,6 +29,7 @@ from .safe_pickle import StreamingUnpickler
 
 
 _APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
+_DIRECT_BYTES = 1 << 16  # arrays this large are written from their own memory (ObjectArrayWriter._put_item)
 SKIP_BUFFER = 4 << 10  # the read buffer when images are stepped over: a recorder event's other fields are ~400 bytes
 
 
@@ -205,6 +206,7 @@ class ObjectArrayWriter:
         self._pickler = pickle.Pickler(self._buf, protocol=3)
         self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
         self._spans: list[tuple[int, int]] = []  # each row's (start, stop), counted from the first row's byte
+        self._frames: dict[tuple, tuple[bytes, bytes] | None] = {}  # (shape, dtype) -> an array pickle's head, tail
         self._written = 0
         self._zip: zipfile.ZipFile | None = None
         if rows is None:
@@ -237,9 +239,31 @@ class ObjectArrayWriter:
         self._pickler.dump(obj)
         return self._buf.getbuffer()[2:-1].tobytes()  # strip PROTO 3 and STOP
 
-    def _put(self, data: bytes) -> None:
+    def _put(self, data: bytes | memoryview) -> None:
         self._sink.write(data)
         self._written += len(data)
+
+    def _put_item(self, item: object) -> None:
+        """An item's pickle; a large C-ordered array's as the pickler writes it (its reduction, its bytes as
+        BINBYTES, then BUILD), the bytes straight from the array (no copies of the pixels on the way)."""
+        if not (isinstance(item, np.ndarray) and type(item) is np.ndarray and item.nbytes >= _DIRECT_BYTES
+                and item.flags.c_contiguous and not item.dtype.hasobject and item.nbytes < 1 << 32):
+            self._put(self._pickled(item))
+            return
+        key = (item.shape, item.dtype.str)
+        if key not in self._frames:  # the pickle of an array of this shape and dtype, around its bytes
+            probe = np.zeros(item.shape, item.dtype)
+            whole = self._pickled(probe)
+            head = whole.find(pickle.BINBYTES + probe.nbytes.to_bytes(4, "little") + bytes(min(probe.nbytes, 64))) + 5
+            frame = (whole[:head], whole[head + probe.nbytes:])
+            self._frames[key] = frame if head > 4 and frame[0] + probe.tobytes() + frame[1] == whole else None
+        if self._frames[key] is None:  # not laid out so (another numpy): pickled as any item
+            self._put(self._pickled(item))
+            return
+        head, tail = self._frames[key]
+        self._put(head)
+        self._put(memoryview(item).cast("B"))
+        self._put(tail)
 
     def append(self, row: tuple) -> None:
         items = row if self.width else (tuple(row),)
@@ -251,7 +275,7 @@ class ObjectArrayWriter:
             self._put(pickle.MARK)
         start = self._written
         for item in items:
-            self._put(self._pickled(item))
+            self._put_item(item)
         self._spans.append((start, self._written))
         if self._behind is not None:
             self._behind.advance()
