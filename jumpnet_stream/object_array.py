@@ -247,7 +247,8 @@ class ObjectArrayWriter:
         """An item's pickle; a large C-ordered array's as the pickler writes it (its reduction, its bytes as
         BINBYTES, then BUILD), the bytes straight from the array (no copies of the pixels on the way)."""
         if not (isinstance(item, np.ndarray) and type(item) is np.ndarray and item.nbytes >= _DIRECT_BYTES
-                and item.flags.c_contiguous and not item.dtype.hasobject and item.nbytes < 1 << 32):
+                and item.flags.c_contiguous and item.dtype.isnative and not item.dtype.hasobject
+                and item.nbytes < 1 << 32):
             self._put(self._pickled(item))
             return
         key = (item.shape, item.dtype.str)
@@ -262,7 +263,7 @@ class ObjectArrayWriter:
             return
         head, tail = self._frames[key]
         self._put(head)
-        self._put(memoryview(item).cast("B"))
+        self._put(memoryview(item.reshape(-1).view(np.uint8)))
         self._put(tail)
 
     def append(self, row: tuple) -> None:
