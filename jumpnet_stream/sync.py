@@ -5,8 +5,8 @@ it. A keylog paired with the wrong video, a frame counter that is shifted, or a 
 give datasets that look fine and teach the wrong thing. :func:`check_sync` measures, in one pass over
 each file:
 
-* **range**: the smallest and largest ``frame_idx`` against the frames the decoder delivers (counted,
-  not the container's claim), and how many events name frames past the end;
+* **range**: the smallest and largest ``frame_idx`` against the video's frames (counted, not the
+  container's claim), and how many events name frames past the end;
 * **order**: how often ``frame_idx`` steps back (the recorder's counter only grows);
 * **rate**: events per second over the span of video the keylog covers, and the median frame gap;
 * **pictures**: each event's image is the screen at ``frame_idx``, and the video frame there, resized
@@ -68,6 +68,7 @@ class SyncReport:
     offsets: dict[str, float] = field(default_factory=dict)     # median difference at frame_idx + offset
     best_offset: int | None = None
     worst: list[dict] = field(default_factory=list)             # the sampled events that differ most
+    video_read: str | None = None          # how the compared frames were read (Video.read_report.method)
     verdict: str = "ok"
     reasons: list[str] = field(default_factory=list)
 
@@ -210,18 +211,18 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
             needs.setdefault(baseline, []).append((slot, "baseline"))
     results: list[dict[object, float]] = [{} for _ in picked.frames]
 
-    # Pass 2, the video: only the needed frames are decoded; all are counted.
+    # Pass 2, the video: only the needed frames are decoded (seeking to them where it can be trusted), and
+    # the frames counted (from the packets when the keyframe index is complete, else by grabbing them).
     if picked.images:
         h, w = report.image_size
         resized = np.empty((h, w, 3), np.uint8)
-        for chunk in video.frames(needs.__contains__):
+        for chunk in video.frames_at(sorted(needs)):
             index = int(chunk["frame_index"][0])
             resize_rgb(chunk["frame"][0], (h, w), out=resized)
             for slot, kind in needs[index]:
                 results[slot][kind] = _difference(resized, picked.images[slot])
-        report.frames_counted = video.frames_read
-    else:
-        report.frames_counted = video.count_frames()
+        report.video_read = video.read_report.method
+    report.frames_counted = video.count_frames()
 
     if len(all_frames):
         report.past_end = int(np.count_nonzero(all_frames > report.frames_counted))

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+import xxhash
 
 from conftest import ROOT, run_cli
 from jumpnet_stream import open_dataset
@@ -97,7 +98,7 @@ def test_build_counts_add_up(sessions, tmp_path):
     for entry in manifest["inputs"]:
         for kind in ("raw", "video"):
             with open(entry[kind]["path"], "rb") as f:
-                assert entry[kind]["sha256"] == hashlib.sha256(f.read()).hexdigest()
+                assert entry[kind]["hash"] == {"algorithm": "xxh3_128", "digest": xxhash.xxh3_128(f.read()).hexdigest()}
             assert entry[kind]["bytes"] == os.path.getsize(entry[kind]["path"])
 
     with np.load(tmp_path / "out" / "final.npz", allow_pickle=True) as z:  # our own output: the trainer's loader

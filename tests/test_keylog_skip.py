@@ -231,18 +231,37 @@ def test_a_bad_image_read_falls_back_and_one_left_unread_passes(tmp_path):
         list(lazy.with_images(pair_jumps(lazy.events(lazy_images=True), key_index=0, source="k", counts=Counter())))
 
 
+def preprocessed_both_ways(path, tmp_path) -> list[tuple]:
+    """What preprocess writes and reports for a stored keylog and for its deflated copy (read whole)."""
+    sets = []
+    for source in (path, deflated_copy(path, tmp_path / "deflated")):
+        out = tmp_path / f"{len(sets)}.zarr"
+        report = preprocess(source, out, key="w")
+        sets.append((digest(open_dataset(out).chunks()), report.counts(), report.malformed_reasons))
+    return sets
+
+
 def test_preprocess_of_a_bad_press_image_is_the_full_reads(tmp_path):
     """preprocess's answer to SkipFallback is the full read: the set written is the deflated copy's."""
     bad = IMAGE.copy()
     bad[1, 1, 1] = 2.0
     path = _keylog(tmp_path / "k.npz", [_event(bad, frame=1), _event(IMAGE, frame=2), _event(IMAGE, "release", 3, 0.0)])
-    deflated = deflated_copy(path, tmp_path / "deflated")
-    sets = []
-    for source in (path, deflated):
-        out = tmp_path / f"{len(sets)}.zarr"
-        report = preprocess(source, out, key="w")
-        sets.append((digest(open_dataset(out).chunks()), report.counts(), report.malformed_reasons))
+    sets = preprocessed_both_ways(path, tmp_path)
     assert sets[0] == sets[1] and sets[0][2] == {"image values are outside [0, 1]": 1}
+
+
+def test_a_bad_image_on_the_release_that_ends_a_jump_falls_back(tmp_path):
+    """A full read refuses the release (NaN pixels), so the jump ends at the next one: the lazy read checks
+    the image of every release that ends a jump, and reads the keylog whole when it is bad."""
+    bad = IMAGE.copy()
+    bad[2, 2, 2] = np.nan
+
+    def release(image, frame, hold):
+        return (image, 0.0, np.array([0.0], np.float32), np.array([hold], np.float32), "release", frame)
+    path = _keylog(tmp_path / "k.npz", [_event(IMAGE, frame=1), release(bad, 2, 0.5), release(IMAGE, 3, 0.75)])
+    sets = preprocessed_both_ways(path, tmp_path)
+    assert sets[0] == sets[1] and sets[0][2] == {"image has NaN or infinite values": 1}
+    assert open_dataset(tmp_path / "0.zarr").columns(["hold_duration"])["hold_duration"].tolist() == [[0.75]]
 
 
 # -- reading images back: checked against the file ---------------------------------------------------------
@@ -268,3 +287,27 @@ def test_read_images_checks_what_it_is_given_and_the_file(tmp_path):
         f.truncate(os.path.getsize(path) // 2)
     with pytest.raises(JumpnetError, match="k.npz: 'data' is corrupt or truncated: the file is .* bytes, .* when it"):
         recording.read_images(refs)
+
+
+# -- preprocess takes the lazy path: the same bytes written, a fraction of the keylog read -----------------
+def _files(store) -> dict[str, bytes]:
+    return {os.path.relpath(os.path.join(folder, name), store): open(os.path.join(folder, name), "rb").read()
+            for folder, _, names in os.walk(store) for name in names}
+
+
+@pytest.mark.parametrize("kind", ["single_rows", "multi_tuples_stream"])
+def test_preprocess_reads_only_the_jumps_images_and_writes_the_full_reads_bytes(recordings, tmp_path, kind):
+    from jumpnet_stream.formats import options_for, format_for
+    from jumpnet_stream.stages.preprocess import _preprocess
+
+    rec = recordings[kind]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "lazy").mkdir()
+    full = str(tmp_path / "full" / "positives.zarr")
+    _preprocess(rec.npz, full, rec.keys[0], "jump-key", False, options_for(format_for(full), full), True, lazy=False)
+    before = rchar()
+    lazy = str(tmp_path / "lazy" / "positives.zarr")
+    report = preprocess(rec.npz, lazy, key=rec.keys[0])
+    image_bytes = 227 * 227 * 3 * 4  # the images read: each jump's press and the release that ends it
+    assert rchar() - before < (2 * report.paired + report.unmatched_final_press) * image_bytes + (1 << 20)
+    assert len(open_dataset(lazy)) > 5 and _files(lazy) == _files(full)

@@ -163,3 +163,18 @@ def test_check_command_exit_codes(pair):
     assert "do not match the frames they name" in wrong.stdout
     missing = run_cli("check", str(pair[0].npz) + ".gone", str(pair[0].video))
     assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def test_the_compared_frames_are_seeked_to_and_the_rest_counted_from_the_packets(tmp_path):
+    """A keylog whose events name the first five seconds of a 20-second H.264 screen recording (B-frames, GOPs of
+    60): the frames compared are decoded from the keyframe before them, the video's frames counted from
+    its packets, not decoded to the end."""
+    pytest.importorskip("av")
+    from jumpnet_stream.screen_video import write_screen_recording
+
+    rec = make_recording(tmp_path, name="short", seconds=5, keys=("w",), seed=3, video=False)
+    video = write_screen_recording(tmp_path / "screen.mp4", frames=600, width=320, height=180, fps=30, gop=60,
+                                   bframes=3, preset="veryfast").path
+    report = check_sync(rec.npz, video, sample=20)
+    assert report.video_read == "seek" and report.frames_counted == 600
+    assert report.compared == min(20, report.events) >= 5 and report.past_end == 0

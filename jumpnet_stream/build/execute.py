@@ -260,7 +260,7 @@ class Executor:
         self.seconds: dict[str, float] = {}
 
     def fingerprint(self, spec: StageSpec) -> str:
-        return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["sha256"] for path in spec.inputs],
+        return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["hash"] for path in spec.inputs],
                            [self.prints[name] for name in spec.upstream])
 
     def run_each(self, specs: list[StageSpec], then: list[Callable[[], Any]] | None = None) -> list[Any]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..errors import JumpnetError
+from ..image_refs import SkipFallback
 from ..formats import check_output, options_for, format_for
 from ..progress import progress_bar
 from ..recording import ImageBatcher, Recording
@@ -61,9 +62,12 @@ PAIRINGS = ("jump-key", "seed")
 
 
 def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: Counter,
-               pairing: str = "jump-key", rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
+               pairing: str = "jump-key", rows: int = DEFAULT_ROWS,
+               ending: Callable[[np.ndarray], object] | None = None) -> Iterator[Chunk]:
     """Event chunks in, positive sample chunks out; ``counts`` gains press_seen, release_seen, paired,
-    unmatched_final_press and other_key_release_while_pending."""
+    unmatched_final_press and other_key_release_while_pending. ``ending`` is called with the image (a
+    one-row column) of each release that ends a jump (a lazy read checks its pixels there: a release a full read would refuse would
+    not have ended the jump)."""
     if pairing not in PAIRINGS:
         raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     any_release = pairing == "seed"
@@ -83,6 +87,8 @@ def pair_jumps(events: Iterable[Chunk], *, key_index: int, source: str, counts: 
             if active[i] and not any_release:  # another key let go: the jump key is still held
                 counts["other_key_release_while_pending"] += 1
                 continue
+            if ending is not None:
+                ending(chunk["image"][i:i + 1])
             counts["paired"] += 1
             done = positives.add(pending[0], _positive(pending, chunk["hold_durations"][i, key_index], key_index, source,
                                                        int(chunk["frame_idx"][i])))
@@ -118,9 +124,21 @@ def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = 
         raise JumpnetError(None, f"pairing must be one of {', '.join(PAIRINGS)}, not {pairing!r}")
     check_output(output, overwrite, inputs=[raw])
     options = options_for(format_for(output), output, hold=hold)
+    try:  # a stored keylog: its images left in the file, only the positives' read
+        return _preprocess(raw, output, key, pairing, overwrite, options, quiet, lazy=True)
+    except SkipFallback:  # an image it cannot step over, or one the full read would refuse: read them all
+        return _preprocess(raw, output, key, pairing, overwrite, options, quiet, lazy=False)
+
+
+def _preprocess(raw: str, output: str, key: str, pairing: str, overwrite: bool, options: Any, quiet: bool,
+                lazy: bool) -> PreprocessReport:
+    """One read of the keylog into ``output``: with ``lazy`` (and a stored 'data'), the events' images left in
+    the file, each jump's press image read when its positive is written and its release's checked
+    (:class:`SkipFallback` where that cannot give what the full read gives)."""
     recording = Recording(raw)
     if key not in recording.keys:
         raise JumpnetError(raw, f"key '{key}' is not in the recording's keys ({', '.join(recording.keys)})")
+    lazy = lazy and recording.skips_images
     counts: Counter = Counter()
     report = PreprocessReport(total=len(recording))
     bar = progress_bar(recording.progress[1], f"preprocess {os.path.basename(raw)}", unit="B", quiet=quiet)
@@ -136,9 +154,11 @@ def preprocess(raw: str | os.PathLike, output: str | os.PathLike, *, key: str = 
                             "other_key_release_while_pending": report.other_key_release_while_pending,
                             "repeat_or_non_target_press": report.repeat_or_other_press}}
 
-    positives = pair_jumps(recording.events(), key_index=recording.keys.index(key), source=recording.name,
-                           counts=counts, pairing=pairing)
-    run_stage(positives, output, keys=recording.keys, stage="preprocess", parameters={"key": key, "pairing": pairing},
+    positives = pair_jumps(recording.events(lazy_images=lazy), key_index=recording.keys.index(key),
+                           source=recording.name, counts=counts, pairing=pairing,
+                           ending=recording.read_images if lazy else None)
+    run_stage(recording.with_images(positives) if lazy else positives, output, keys=recording.keys,
+              stage="preprocess", parameters={"key": key, "pairing": pairing},
               inputs=[described(raw, bytes=os.path.getsize(raw))], counts=finish, bar=bar,
               advance=lambda chunk: recording.progress[0] - bar.n, options=options, jump_key=key,
               overwrite=overwrite)
