@@ -1,8 +1,9 @@
 """The build's outputs stay the bytes of the sequential path (issue 16): every file of ``dataset.zarr`` and
 every member of ``final.npz`` of a small recording against digests computed by the build as it was before
 the issue's levers (commit c338c72: keylog images read whole, SHA-256 fingerprints, zstd spool, final.npz
-through the page cache), with this environment's libraries (OpenCV writes the video, zstd the chunks). The
-metadata that names input paths (the store's zarr.json, the npz's provenance) is compared with the build's
+through the page cache) on a recording of today's synth.py (recomputed with c338c72's build when synthetic
+captures began to be resized from the window), with this environment's libraries (OpenCV writes the video,
+zstd the chunks). The metadata that names input paths (the store's zarr.json, the npz's provenance) is compared with the build's
 root replaced."""
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ EXPECTED = {
     "dataset.zarr/frame_index/zarr.json": "4daf27cd695df9ff",
     "dataset.zarr/hold_duration/c.0.0": "cd2adfb323d4e267",
     "dataset.zarr/hold_duration/zarr.json": "1cc6cefe5816609c",
-    "dataset.zarr/image/c.0.0.0.0": "ca04d3cc91a3d01e",
-    "dataset.zarr/image/c.1.0.0.0": "a93ad95878f172da",
+    "dataset.zarr/image/c.0.0.0.0": "624271d0b31f668b",
+    "dataset.zarr/image/c.1.0.0.0": "114a9a8c5e6fc555",
     "dataset.zarr/image/zarr.json": "0db58d51a0f1a3d4",
     "dataset.zarr/keys_raw/c.0.0": "5d446a1f0cfcf787",
     "dataset.zarr/keys_raw/zarr.json": "1cc6cefe5816609c",
@@ -44,7 +45,7 @@ EXPECTED = {
     "dataset.zarr/weight/c.0": "f8a13e28ef46dc94",
     "dataset.zarr/weight/zarr.json": "327d476be40b690d",
     "dataset.zarr/zarr.json": "1de447aa9c3d7dcc",
-    "final.npz/data.npy": "5a6a2c734907d361",
+    "final.npz/data.npy": "b157ec0dfa0829af",
     "final.npz/data_rows.npy": "e09fb76652872222",
     "final.npz/keys.npy": "06da7ac87f0d4b09",
     "final.npz/provenance.npy": "934a7f3b34368c9e",
