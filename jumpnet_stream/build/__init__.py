@@ -198,16 +198,15 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
     names = session_names(sessions)
     paths = [path for s in sessions for path in (s.raw, s.video)] + ([options.exclude] if options.exclude else [])
     hashes = cluster.hashes(paths, manifest) if cluster else InputHashes(paths, manifest)
-    manifest.data.update({"tool": f"jumpnet-stream {__version__}", "options": asdict(options)})
 
-    def hashed_inputs(wait: bool = False) -> None:
-        manifest.data["inputs"] = [{"name": name, "raw": hashes[s.raw], "video": hashes[s.video]}
-                                   for name, s in zip(names, sessions)
-                                   if wait or (hashes.done(s.raw) and hashes.done(s.video))]
+    def hashed_inputs(wait: bool = False) -> dict[str, Any]:
+        return {"inputs": [{"name": name, "raw": hashes[s.raw], "video": hashes[s.video]}
+                           for name, s in zip(names, sessions) if wait or (hashes.done(s.raw) and hashes.done(s.video))]}
     report = BuildReport(folder=os.path.abspath(folder))
     bar = progress_bar(2 * len(sessions) + 4 + options.legacy * (1 + (options.val_fraction > 0)), "build",
                        unit="stage", quiet=quiet)
     executor = Executor(os.path.abspath(folder), manifest, hashes, bar, quiet, recorded=hashed_inputs, pool=cluster)
+    executor.describe(tool=f"jumpnet-stream {__version__}", options=asdict(options))
     try:
         with bar:
             marks = [time.perf_counter()]
@@ -230,7 +229,7 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
             for wave in waves(plan_set(frames, options, splits)):  # phase 4: the set
                 executor.run_each(wave)
             marks.append(time.perf_counter())
-        hashed_inputs(wait=True)
+        inputs = hashed_inputs(wait=True)
     finally:
         hashes.close()
 
@@ -247,20 +246,16 @@ def _build(sessions: list[Session], folder: str, options: BuildOptions, manifest
     report.splits = report.accounting["dataset"]["splits"]
     report.class_weights = counts["dataset"]["class_weights"]
     report.audit = counts["audit"]
-    manifest.keep_only(executor.order)
     outputs = {spec.outputs[0]: counts[spec.name] for spec in plan_set(frames, options, splits)
                if spec.outputs and not spec.outputs[0].startswith("work")}
-    manifest.data["outputs"] = outputs
     for name in outputs:
         stage = next(spec.name for spec in plan_set(frames, options, splits) if spec.outputs and spec.output == name)
         (report.wrote if stage in report.ran else report.unchanged).append(name)
     report.wrote.append(MANIFEST)
-    manifest.data["split"] = {"mode": split["mode"], "gap": split["gap"], "val_fraction": options.val_fraction,
-                              "recordings": {name: {part: as_lists(z[part]) for part in SPLITS}
-                                             for name, z in zip(names, zones)}}
-    manifest.data["accounting"] = report.accounting
-    manifest.data["audit"] = report.audit
-    manifest.save()
+    executor.finish(**inputs, outputs=outputs, accounting=report.accounting, audit=report.audit,
+                    split={"mode": split["mode"], "gap": split["gap"], "val_fraction": options.val_fraction,
+                           "recordings": {name: {part: as_lists(z[part]) for part in SPLITS}
+                                          for name, z in zip(names, zones)}})
     from ..viewer.report import REPORT, write_report  # the viewer's parts read build records: imported late
 
     write_report(folder)  # the plots, the accounting and a contact sheet, in one file that opens offline

@@ -248,16 +248,26 @@ class Executor:
     landed. Only the executor, in the driver, writes the manifest."""
 
     def __init__(self, folder: str, manifest: Manifest, hashes: InputHashes, bar: Any, quiet: bool,
-                 recorded: Callable[[], None], pool: Pool | None = None):
+                 recorded: Callable[[], dict[str, Any]], pool: Pool | None = None):
         self.folder, self.manifest, self.hashes, self.bar, self.quiet = folder, manifest, hashes, bar, quiet
         self.pool = pool or in_process
-        self.recorded = recorded  # called before each record is saved (the manifest's inputs so far)
+        self.recorded = recorded  # build-wide entries set before each record is saved (the inputs hashed so far)
         self.prints: dict[str, str] = {}
         self.counts: dict[str, dict[str, Any]] = {}
         self.order: list[str] = []
         self.ran: list[str] = []
         self.reused: list[str] = []
         self.seconds: dict[str, float] = {}
+
+    def describe(self, **entries: Any) -> None:
+        """Set build-wide entries of the manifest (saved with the next record, or by :meth:`finish`)."""
+        self.manifest.update(entries)
+
+    def finish(self, **entries: Any) -> None:
+        """The manifest as the build ends: the records of the stages this run planned only, and ``entries``."""
+        self.manifest.keep_only(self.order)
+        self.describe(**entries)
+        self.manifest.save()
 
     def fingerprint(self, spec: StageSpec) -> str:
         return fingerprint(spec.kind, spec.parameters, [self.hashes[path]["hash"] for path in spec.inputs],
@@ -285,7 +295,7 @@ class Executor:
             if counts is not None:
                 self.counts[spec.name], self.seconds[spec.name] = counts, seconds
                 self.ran.append(spec.name)
-                self.recorded()
+                self.describe(**self.recorded())
                 self.manifest.record(spec.name, {"fingerprint": self.fingerprint(spec),
                                                  "outputs": list(spec.outputs), "counts": counts})
             if error is not None:

@@ -112,6 +112,10 @@ class Manifest:
         self.data["stages"][stage] = entry
         self.save()
 
+    def update(self, entries: dict[str, Any]) -> None:
+        """Set build-wide entries (saved with the next record or save)."""
+        self.data.update(entries)
+
     def keep_only(self, stages: list[str]) -> None:
         """Drop the records of stages that are no longer part of the build."""
         self.data["stages"] = {name: self.data["stages"][name] for name in stages}

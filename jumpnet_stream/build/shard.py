@@ -78,6 +78,10 @@ class ShardRecords(Manifest):
         self.own["stages"].pop(stage, None)
         super().start(stage)
 
+    def update(self, entries: dict[str, Any]) -> None:
+        self.own.update(entries)
+        super().update(entries)
+
     def save(self) -> None:
         everything, self.data = self.data, self.own  # written as the manifest is, atomically: its own only
         try:
@@ -102,9 +106,9 @@ def run_shard(sessions: list[Session], folder: str, options: BuildOptions, index
     hashed = [i for i in range(len(sessions)) if i not in waiting]
     hashes = InputHashes([path for i in hashed for path in (sessions[i].raw, sessions[i].video)], records)
 
-    def inputs() -> None:
-        records.own["inputs"] = [{"name": names[i], "raw": hashes[sessions[i].raw],
-                                  "video": hashes[sessions[i].video]} for i in mine]
+    def inputs() -> dict[str, Any]:
+        return {"inputs": [{"name": names[i], "raw": hashes[sessions[i].raw], "video": hashes[sessions[i].video]}
+                           for i in mine]}
     bar = progress_bar(2 * len(mine), f"build shard {index}/{count}", unit="stage", quiet=quiet)
     executor = Executor(folder, records, hashes, bar, quiet, recorded=inputs)
     try:
@@ -122,7 +126,7 @@ def run_shard(sessions: list[Session], folder: str, options: BuildOptions, index
                 _, zones, chosen = choose(surveys, options)
                 frames = plan_frames(sessions, positives, surveys, zones, chosen, options)
                 executor.run_each([frames[i] for i in mine])
-            inputs()
+            executor.describe(**inputs())
             records.save()
     finally:
         hashes.close()
