@@ -63,3 +63,17 @@ def history_build(tmp_path_factory):
     build([Session(rec.npz, rec.video)], root / "set", BuildOptions(negatives=150, val_fraction=0.25, history=3,
                                                                     history_stride=2, seed=3))
     return root, rec
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels():
+    """The numba kernels compiled (and cached beside the package) before any test measures a process's memory:
+    a process that compiles one pays LLVM's memory once, which is not what the peak-memory checks are about."""
+    import numpy as np
+
+    from jumpnet_stream.kernels import augment_images, resize_rgb
+
+    frame = np.zeros((454, 454, 3), np.uint8)
+    resize_rgb(frame, (227, 227))                            # the recorder's 2x preview: halved
+    resize_rgb(np.zeros((480, 640, 3), np.uint8), (227, 227))  # any other size: the area resize
+    augment_images(np.zeros((2, 8, 8, 3), np.uint8), np.arange(2), 1, 0)

@@ -134,8 +134,8 @@ def _build_folder(folder: str, fresh: bool, shard: bool = False,
             holder = lock.read().strip() or "shards of a build"
             raise JumpnetError(folder, f"is in use by another build ({holder}): wait for it, or choose another "
                                        "output folder") from None
-        os.makedirs(os.path.join(folder, "work"), exist_ok=True)
         if shard:
+            os.makedirs(os.path.join(folder, "work"), exist_ok=True)
             yield Manifest(folder)
             return
         lock.seek(0)
@@ -145,6 +145,7 @@ def _build_folder(folder: str, fresh: bool, shard: bool = False,
         manifest = Manifest(folder, fresh=fresh)
         shards = adopt(manifest.data, folder) if not fresh else []
         manifest.save()
+        os.makedirs(os.path.join(folder, "work"), exist_ok=True)  # after the manifest: a folder a stage wrote in has one
         if settle is not None:
             settle()
         _remove_partials(folder)
