@@ -98,9 +98,10 @@ def class_weights(datasets: list[Any], exclude: str | None = None) -> dict[str, 
     classes weigh the same in total (1 where a split has one class only); the samples a marks file
     ``exclude`` names do not count."""
     counts: dict[str, dict[float, int]] = {}
+    marks = load_marks(exclude) if exclude else None
     for dataset in datasets:
         columns = dataset.columns(["split", "label", *IDENTITY] if exclude else ["split", "label"])
-        keep = ~marked_rows(columns, load_marks(exclude)) if exclude else slice(None)
+        keep = ~marked_rows(columns, marks) if marks is not None else slice(None)
         for split, label in zip(columns["split"][keep], columns["label"][keep]):
             counts.setdefault(str(split), {0.0: 0, 1.0: 0})[float(label)] += 1
     weights = {}
