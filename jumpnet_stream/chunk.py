@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -77,6 +77,20 @@ def select_rows(chunks: Iterable[Chunk], positions: np.ndarray) -> Iterator[Chun
         offset += len(chunk)
         if hi == len(positions):
             return
+
+
+def keep_rows(chunks: Iterable[Chunk], keep: Callable[[Chunk], np.ndarray],
+              dropped: list[int] | None = None) -> Iterator[Chunk]:
+    """The rows of ``chunks`` where ``keep(chunk)`` is true (a chunk kept whole passes as it is); the number
+    of rows left out is added to ``dropped[0]``."""
+    for chunk in chunks:
+        kept = keep(chunk)
+        if dropped is not None:
+            dropped[0] += int(len(chunk) - np.count_nonzero(kept))
+        if kept.all():
+            yield chunk
+        elif kept.any():
+            yield chunk.take(kept)
 
 
 def images_to_float(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

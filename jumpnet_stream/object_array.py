@@ -31,6 +31,7 @@ from .safe_pickle import StreamingUnpickler
 
 _APPENDS_BATCH = 1000  # rows per APPENDS opcode, as pickle itself batches
 _DIRECT_BYTES = 1 << 16  # arrays this large are written from their own memory (ObjectArrayWriter._put_item)
+_SPAN_BATCH = 1 << 16  # span entries (two a row) gathered before they go to their file
 SKIP_BUFFER = 4 << 10  # the read buffer when images are stepped over: a recorder event's other fields are ~400 bytes
 
 
@@ -206,7 +207,12 @@ class ObjectArrayWriter:
         self._buf = io.BytesIO()
         self._pickler = pickle.Pickler(self._buf, protocol=3)
         self._pickler.fast = True  # no memo: each item's pickle stands alone, and nothing is retained
-        self._spans = array("q")  # each row's start and stop, from the first row's byte: 16 bytes a row
+        # each row's start and stop from the first row's byte (16 bytes a row), gathered a batch at a time
+        # into a file beside the output; the first and last rows' kept for reading them back
+        self._spans = array("q")
+        self._span_file: BinaryIO | None = tempfile.TemporaryFile(dir=os.path.dirname(os.path.abspath(self.path))) \
+            if spans else None
+        self._ends: dict[str, tuple[int, int]] = {}
         self._frames: dict[tuple, tuple[bytes, bytes] | None] = {}  # (shape, dtype) -> an array pickle's head, tail
         self._written = 0
         self._zip: zipfile.ZipFile | None = None
@@ -278,7 +284,13 @@ class ObjectArrayWriter:
         start = self._written
         for item in items:
             self._put_item(item)
-        self._spans.extend((start, self._written))
+        if self.spans:
+            self._ends.setdefault("first", (start, self._written))
+            self._ends["last"] = (start, self._written)
+            self._spans.extend((start, self._written))
+            if len(self._spans) >= _SPAN_BATCH:
+                self._span_file.write(self._spans.tobytes())
+                del self._spans[:]
         if self._behind is not None:
             self._behind.advance()
         self._items_in_batch += len(items)
@@ -306,10 +318,9 @@ class ObjectArrayWriter:
                     raise ValueError(f"{self.rows} rows written, {self.expected} announced")
                 self._sink.write(tail)
                 self._sink.close()
-            members = dict(arrays or {})
             if self.spans:
-                members[f"{self.name}_rows"] = np.frombuffer(self._spans, np.int64).reshape(-1, 2) + self._data_start
-            for key, value in members.items():
+                self._write_spans()
+            for key, value in (arrays or {}).items():
                 with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
                     npy_format.write_array(f, np.asanyarray(value), allow_pickle=False)
             self._zip.close()
@@ -318,14 +329,26 @@ class ObjectArrayWriter:
         finally:
             self.discard()
 
+    def _write_spans(self) -> None:
+        """The rows' spans as the member ``<name>_rows``, (N, 2) int64 offsets into the data member, copied
+        from their file a batch at a time."""
+        self._span_file.write(self._spans.tobytes())
+        self._span_file.seek(0)
+        with self._zip.open(f"{self.name}_rows.npy", "w", force_zip64=True) as member:
+            npy_format.write_array_header_1_0(member, {"descr": "<i8", "fortran_order": False, "shape": (self.rows, 2)})
+            while batch := self._span_file.read(_SPAN_BATCH * 8):
+                member.write((np.frombuffer(batch, "<i8") + self._data_start).tobytes())
+
     def read_row(self, which: str) -> object:
         """The "first" or "last" row of the closed file, read back from its bytes through the restricted
         unpickler: a (width,) object array as ``np.load`` gives it, or the (N,) array's element."""
-        start, stop = self._spans[:2] if which == "first" else self._spans[-2:]
+        start, stop = self._ends[which]
         offset = member_data_offset(self.path, f"{self.name}.npy") + self._data_start
         return read_object_rows(self.path, offset + start, offset + stop, 1, self.width)[0]
 
     def discard(self) -> None:
+        if self._span_file is not None:
+            self._span_file.close()
         if self._spool is not None:
             self._spool.close()
         elif self._zip is not None and self._zip.fp is not None:

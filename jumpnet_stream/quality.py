@@ -10,7 +10,7 @@ seed, and reported as separability: max(AUC, 1 - AUC), so 0.5 is "no better than
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -79,17 +79,32 @@ def _auc(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _originals(dataset: DatasetReader, classes: tuple[float, ...]) -> Iterator[dict[float, np.ndarray]]:
+    """Per block of rows, the positions of the original (not augmented) samples of each class."""
+    for start, block in dataset.column_blocks(["label", "augmented"]):
+        originals = ~block["augmented"]
+        yield {label: start + np.flatnonzero(originals & (block["label"] == label)) for label in classes}
+
+
 def audit(dataset: DatasetReader, *, limit: int = 2000, seed: int = 0) -> AuditReport:
     """The shortcut audit of a dataset (see the module's docstring); reads only the samples it measures."""
-    small = dataset.columns(["label", "augmented"])
-    originals = ~small["augmented"]
+    classes = (1.0, 0.0)
+    # two passes over the small fields (counts, then the chosen); kept from one where they lie among the images
+    kept = None if dataset.cheap_columns else list(_originals(dataset, classes))
+    sizes = dict.fromkeys(classes, 0)
+    for members in kept or _originals(dataset, classes):
+        for label in classes:
+            sizes[label] += len(members[label])
+    chosen = {label: choose(sizes[label], limit, seed) for label in classes}  # ordinals among the class's
+    picked, before = [], dict.fromkeys(classes, 0)
+    for members in kept or _originals(dataset, classes):
+        for label in classes:
+            lo, hi = np.searchsorted(chosen[label], [before[label], before[label] + len(members[label])])
+            picked.append(members[label][chosen[label][lo:hi] - before[label]])
+            before[label] += len(members[label])
     report = AuditReport()
-    picked = []
-    for label in (1.0, 0.0):
-        members = np.flatnonzero(originals & (small["label"] == label))
-        picked.append(members[choose(len(members), limit, seed)])
-    report.positives, report.negatives = len(picked[0]), len(picked[1])
-    positions = np.sort(np.concatenate(picked))
+    report.positives, report.negatives = (len(chosen[label]) for label in classes)
+    positions = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
     values = {name: [] for name in STATISTICS}
     labels = []
     for chunk in dataset.take(positions):

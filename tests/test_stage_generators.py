@@ -1,16 +1,19 @@
 """The merge stage's generators on hand-made chunks (webdataset's filters are the model): ``remap_keys``
 moves per-key vectors to the union's order, ``merged_chunks`` chains datasets' chunks remapped,
-``shuffled`` is the seeded permutation of whatever chunks it is given, out of core."""
+``shuffled`` is the seeded permutation of whatever chunks it is given, out of core (``permutation`` is
+numpy's in 4-byte integers)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jumpnet_stream import Chunk, create_dataset, open_dataset
 from jumpnet_stream.chunk import DEFAULT_ROWS
 from jumpnet_stream.schema import FIELDS, complete
-from jumpnet_stream.stages.merge import merged_chunks, remap_keys, shuffled
+from jumpnet_stream.stages.merge import merged_chunks, permutation, remap_keys, shuffled
 
 SHAPE = (5, 7, 3)
 
@@ -109,6 +112,13 @@ def test_shuffled_same_seed_same_order_other_seed_other_order(tmp_path):
 
     assert order(3) == order(3) != order(4)
     assert sorted(order(3)) == list(range(80))
+
+
+@given(st.integers(0, 3000), st.integers(0, 2 ** 64 - 1))
+def test_permutation_is_numpys_in_half_the_bytes(total, seed):
+    order = permutation(total, seed)
+    assert order.dtype == np.int32
+    assert np.array_equal(order, np.random.default_rng(seed).permutation(total))
 
 
 @pytest.mark.parametrize("chunks", [[], [hand_made(0, 2)]])

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from ..chunk import Chunk
+from ..chunk import Chunk, keep_rows
 from ..errors import JumpnetError
 from ..formats import disk_size, open_dataset
 from ..history import attach
@@ -58,13 +58,7 @@ def _frames(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
 
 def _drop_unreleased(chunks: Iterator[Chunk], dropped: list[int]) -> Iterator[Chunk]:
     """Positives whose hold is NaN (the press was never released) left out; their number added to ``dropped[0]``."""
-    for chunk in chunks:
-        keep = ~np.isnan(chunk["hold_duration"]).any(axis=1)
-        dropped[0] += int(len(chunk) - keep.sum())
-        if keep.all():
-            yield chunk
-        elif keep.any():
-            yield chunk.take(keep)
+    return keep_rows(chunks, lambda chunk: ~np.isnan(chunk["hold_duration"]).any(axis=1), dropped)
 
 
 def _positives(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
@@ -93,17 +87,25 @@ def _augment(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
                           AugmentOptions(**spec.parameters), overwrite=True, quiet=quiet))
 
 
-def class_weights(datasets: list[Any], exclude: str | None = None) -> dict[str, dict[str, float]]:
-    """Per split, each class's weight: inverse frequency, ``samples / (2 x samples of the class)``, so both
-    classes weigh the same in total (1 where a split has one class only); the samples a marks file
-    ``exclude`` names do not count."""
+def class_counts(datasets: list[Any], exclude: str | None = None) -> dict[str, dict[float, int]]:
+    """Per split (in the order first met), how many samples of each class (label 0.0, 1.0) the datasets hold,
+    leaving out those a marks file ``exclude`` names; counted a block of rows at a time."""
     counts: dict[str, dict[float, int]] = {}
     marks = load_marks(exclude) if exclude else None
     for dataset in datasets:
-        columns = dataset.columns(["split", "label", *IDENTITY] if exclude else ["split", "label"])
-        keep = ~marked_rows(columns, marks) if marks is not None else slice(None)
-        for split, label in zip(columns["split"][keep], columns["label"][keep]):
-            counts.setdefault(str(split), {0.0: 0, 1.0: 0})[float(label)] += 1
+        for _, block in dataset.column_blocks(["split", "label", *IDENTITY] if exclude else ["split", "label"]):
+            keep = ~marked_rows(block, marks) if marks is not None else slice(None)
+            splits, labels = block["split"][keep], block["label"][keep]
+            for split in dict.fromkeys(splits.tolist()):  # in the order first met, as a row-by-row count
+                by_class = counts.setdefault(str(split), {0.0: 0, 1.0: 0})
+                for label in by_class:
+                    by_class[label] += int(np.count_nonzero((splits == split) & (labels == label)))
+    return counts
+
+
+def class_weights(counts: dict[str, dict[float, int]]) -> dict[str, dict[str, float]]:
+    """Per split, each class's weight from :func:`class_counts`: inverse frequency, ``samples / (2 x samples
+    of the class)``, so both classes weigh the same in total (1 where a split has one class only)."""
     weights = {}
     for split, by_class in counts.items():
         total = sum(by_class.values())
@@ -117,7 +119,8 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
     out = os.path.join(folder, spec.output)
     inputs = [os.path.join(folder, p) for p in spec.paths["inputs"]]
     exclude = spec.paths.get("exclude")
-    weights = class_weights([open_dataset(p) for p in inputs], exclude)
+    counts = class_counts([open_dataset(p) for p in inputs], exclude)
+    weights = class_weights(counts)
 
     def weighted(chunk: Chunk) -> Chunk:
         table = {(split, label): weights[split]["positive" if label else "negative"] for split in weights
@@ -132,13 +135,9 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
         count, stride = spec.parameters["history"]
         stored = attach(out, [os.path.join(folder, p) for p in spec.paths["history"]], count, stride)
         history = {"history": {"frames": count, "stride": stride, "stored": stored}}
-    dataset = open_dataset(out)
-    columns = dataset.columns(["split", "label"])
-    splits = {split: {"positives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 1))),
-                      "negatives": int(np.count_nonzero((columns["split"] == split) & (columns["label"] == 0)))}
-              for split in sorted(set(columns["split"].tolist()))}
+    splits = {split: {"positives": counts[split][1.0], "negatives": counts[split][0.0]} for split in sorted(counts)}
     excluded = {"excluded_marked": result.excluded} if exclude else {}
-    return {"samples": result.written, "keys": result.keys, "image_shape": list(dataset.image_shape),
+    return {"samples": result.written, "keys": result.keys, "image_shape": list(open_dataset(out).image_shape),
             "bytes": disk_size(out), "splits": splits, "class_weights": weights, **excluded, **history}
 
 

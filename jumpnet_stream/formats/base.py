@@ -13,6 +13,9 @@ from ..chunk import DEFAULT_ROWS, Chunk, rows_within, select_rows
 from ..errors import JumpnetError
 from ..schema import BY_NAME
 
+#: Rows of small fields read at a time by what goes over a whole set (a few MB of columns).
+COLUMN_BLOCK = 1 << 16
+
 
 @dataclass(frozen=True)
 class DatasetSpec:
@@ -103,6 +106,18 @@ class DatasetReader:
             for name in names:
                 parts[name].append(chunk[name])
         return {name: np.concatenate(p) for name, p in parts.items()}
+
+    def column_blocks(self, names: list[str], rows: int = COLUMN_BLOCK) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """Small fields ``names`` ``rows`` rows at a time, each block with its first row's position: what
+        goes over a whole set's columns in memory that does not grow with the set."""
+        if not self.cheap_columns:  # read with the images: in one pass, a chunk at a time
+            start = 0
+            for chunk in self.chunks():
+                yield start, {name: chunk[name] for name in names}
+                start += len(chunk)
+            return
+        for start in range(0, len(self), rows):
+            yield start, self.column_rows(names, start, start + rows)
 
     def columns(self, names: list[str]) -> dict[str, np.ndarray]:
         """Several small fields whole: each read on its own where the format stores them apart

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..chunk import keep_rows
 from ..errors import JumpnetError
 from ..formats import check_output, disk_size, format_for, jump_key, open_dataset, options_for
 from ..npz import available_memory
@@ -47,24 +48,29 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str |
     fmt = format_for(output, layout)
     options = options_for(fmt, output, dtype=image_dtype, hold=hold, hold_key=hold_key, rechunk=image_rows)
     dataset = open_dataset(input, keys=keys)
-    keep = np.ones(len(dataset), bool) if split is None else dataset.column("split") == split
-    excluded = 0
+    chunks, marks, excluded = dataset.chunks(), None, 0
     if exclude is not None:
-        from ..viewer.marks import IDENTITY, load_marks, marked_rows
+        from ..viewer.marks import count_marked, drop_marked, load_marks
 
-        marked = marked_rows(dataset.columns(list(IDENTITY)), load_marks(exclude)) & keep
-        excluded = int(marked.sum())
-        keep &= ~marked
-    rows = np.flatnonzero(keep)
+        marks = load_marks(exclude)
+        samples, excluded = count_marked(dataset, marks, split)
+    elif split is not None:
+        samples = sum(int(np.count_nonzero(block["split"] == split)) for _, block in dataset.column_blocks(["split"]))
+    else:
+        samples = len(dataset)
+    samples -= excluded
+    if split is not None:
+        chunks = keep_rows(chunks, lambda chunk: chunk["split"] == split)
+    if marks is not None:
+        chunks = drop_marked(chunks, marks, [0])
     if fmt.layout == "legacy" and not force:
-        need = legacy_load_bytes(len(rows), dataset.image_shape, options.dtype)
+        need = legacy_load_bytes(samples, dataset.image_shape, options.dtype)
         free = available_memory()
         if need > free:
             raise JumpnetError(output, f"the legacy format is loaded whole by the trainer: about {need >> 20} MB, "
                                        f"more than the {free >> 20} MB available here (write the columnar "
                                        "layout, .zarr or .h5, or set force)")
     chosen = jump_key(dataset.provenance) if hold_key is None else hold_key
-    chunks = dataset.chunks() if len(rows) == len(dataset) else dataset.take(rows)
     exclusion = {"exclude": described(os.fspath(exclude))} if exclude is not None else {}
     run_stage(chunks, output, keys=dataset.keys, stage="export",
               parameters={"layout": fmt.layout, "image_dtype": image_dtype, "hold": hold, "hold_key": chosen,
@@ -72,6 +78,6 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str |
               inputs=[described(input, samples=len(dataset))],
               counts=lambda rows: {"samples": rows, **({"excluded_marked": excluded} if exclude is not None else {})},
               history=dataset.provenance,
-              bar=progress_bar(len(rows), f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet),
-              image_shape=dataset.image_shape, rows=len(rows), options=options, jump_key=chosen, overwrite=overwrite)
-    return ExportReport(samples=len(rows), bytes=disk_size(output), excluded=excluded)
+              bar=progress_bar(samples, f"export -> {os.path.basename(output)}", unit="sample", quiet=quiet),
+              image_shape=dataset.image_shape, rows=samples, options=options, jump_key=chosen, overwrite=overwrite)
+    return ExportReport(samples=samples, bytes=disk_size(output), excluded=excluded)

@@ -26,7 +26,7 @@ from typing import Any, Collection, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ..chunk import Chunk
+from ..chunk import Chunk, keep_rows
 from ..errors import JumpnetError
 from ..formats import partial_path, remove_output
 
@@ -112,16 +112,22 @@ def marked_rows(columns: Mapping[str, np.ndarray], marks: np.ndarray) -> np.ndar
     return _marked(columns, {(str(s), float(label), int(f), int(r), int(c)) for s, label, f, r, c in marks.tolist()})
 
 
+def count_marked(dataset: Any, marks: np.ndarray, split: str | None = None) -> tuple[int, int]:
+    """How many samples of ``dataset`` (of one ``split``, if given) there are and how many of them ``marks``
+    names; read a block of small fields at a time."""
+    names = [*IDENTITY, *(["split"] if split is not None else [])]
+    samples = marked = 0
+    for _, block in dataset.column_blocks(names):
+        within = block["split"] == split if split is not None else np.ones(len(block["label"]), bool)
+        samples += int(within.sum())
+        marked += int((marked_rows(block, marks) & within).sum())
+    return samples, marked
+
+
 def drop_marked(chunks: Iterable[Chunk], marks: np.ndarray, dropped: list[int]) -> Iterator[Chunk]:
     """``chunks`` without the samples ``marks`` (from :func:`load_marks`) names; their number is added to
     ``dropped[0]``. Chunks with nothing marked pass through as they are."""
-    for chunk in chunks:
-        keep = ~marked_rows(chunk.columns, marks)
-        dropped[0] += int(len(chunk) - keep.sum())
-        if keep.all():
-            yield chunk
-        elif keep.any():
-            yield chunk.take(keep)
+    return keep_rows(chunks, lambda chunk: ~marked_rows(chunk.columns, marks), dropped)
 
 
 class MarkBook:
