@@ -1,20 +1,30 @@
 """Training-loop reading: a PyTorch DataLoader over dataset.zarr against the whole final.npz in RAM, one run.
 
-Builds (once, cached in --workdir) a set from a synthetic recording, then times, each in a fresh process:
+Builds (once, cached in --workdir) a set from a synthetic recording, its export with lz4 images and its
+export with one image per chunk, then times, each in a fresh process, modes interleaved over ``--rounds``:
 
 * ``in RAM``: final.npz's images as the original trainer holds them (float32, read whole), a shuffled
   permutation indexed 64 at a time into tensors: the reference;
-* ``zarr, W workers``: ``DataLoader(TrainingSet(dataset.zarr), batch_size=64, sampler=ChunkShuffleSampler)``
-  with W = 0 and 2 worker processes (fork), stored chunks of 64 images (the build's layout);
-* ``zarr 1/chunk, random``: the same set exported with one image per stored chunk, read in a plain
-  shuffled order (the other layout the issue names: any order, one image decoded per sample).
+* ``STORE samples W=N``: ``DataLoader(TrainingSet(STORE), batch_size=64, sampler=ChunkShuffleSampler)``,
+  a dict per sample stacked by the loader's collate, N worker processes (fork); STORE is ``zstd`` (the
+  build's dataset.zarr) or ``lz4`` (``export --codec lz4``), stored chunks of 64 images;
+* ``STORE batches W=N``: ``DataLoader(TrainingSet(STORE), batch_size=None, sampler=ChunkBatchSampler)``,
+  each batch read as one array per field;
+* ``... float``: the same, and each batch's images made float32 in [0, 1] in the loop (what the in-RAM
+  reference hands over), into a buffer reused from batch to batch;
+* ``handoff W=2``: a DataLoader whose set reads nothing (each batch a copy of one batch read before, the
+  same fields and shapes): what handing a batch from a worker process to the main one costs alone (a new
+  shared-memory segment per tensor, its pages written by the worker, its file descriptor passed over);
+* ``1/chunk random W=2``: the set exported with one image per stored chunk, read in a plain shuffled order
+  (the other layout the issue names: any order, one image decoded per sample).
 
-Reported per mode: samples/s over ``--epochs`` epochs after a first warm-up epoch (worker start-up and
-imports excluded; the warm-up epoch's time is shown apart), the ratio to the in-RAM reference, and peak RSS
-of the main process and of each worker (``VmHWM``; a forked worker's count includes the pages it shares
-with the main process, so its own share is also given as ``Pss``).
+Reported per mode: the median over rounds of samples/s over ``--epochs`` epochs after a first warm-up
+epoch (worker start-up and imports excluded; the warm-up epoch's time is shown apart), its ratio to the
+in-RAM reference's median, and peak RSS of the main process and of each worker (``VmHWM``, the largest
+over rounds; a forked worker's count includes the pages it shares with the main process, so its own share
+is also given as ``Pss``).
 
-    python benchmarks/bench_loader.py [--minutes 5] [--epochs 3] [--workdir bench-out] [--json]
+    python benchmarks/bench_loader.py [--minutes 5] [--epochs 5] [--rounds 3] [--workdir bench-out] [--json]
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 BATCH = 64
+MODES = ("in RAM", "zstd samples W=0", "zstd samples W=2", "zstd batches W=0", "zstd batches W=2", "lz4 samples W=0",
+         "lz4 batches W=0", "lz4 batches W=2", "lz4 batches W=0 float", "handoff W=2", "1/chunk random W=2")
 
 
 def _memory(pid: int | str = "self") -> dict[str, float]:
@@ -43,16 +55,19 @@ def _memory(pid: int | str = "self") -> dict[str, float]:
 
 
 def prepare(workdir: str, minutes: float) -> str:
-    """A built set (dataset.zarr, final.npz) and its one-image-per-chunk export, made once."""
+    """A built set (dataset.zarr, final.npz), its lz4 export and its one-image-per-chunk export, made once."""
     from jumpnet_stream.build import Session, build
     from jumpnet_stream.synth import make_recording
 
     folder = os.path.join(workdir, f"loader-{minutes:g}min")
-    if not os.path.exists(os.path.join(folder, "one-per-chunk.zarr")):
+    if not os.path.exists(os.path.join(folder, "set", "manifest.json")):
         rec = make_recording(os.path.join(folder, "in"), name="play", seconds=60 * minutes, keys=("w",), seed=31)
         build([Session(rec.npz, rec.video)], os.path.join(folder, "set"))
-        subprocess.run([sys.executable, "-m", "jumpnet_stream", "export", os.path.join(folder, "set", "dataset.zarr"),
-                        "-o", os.path.join(folder, "one-per-chunk.zarr"), "--rechunk", "1", "--quiet"], check=True)
+    for name, option in (("one-per-chunk.zarr", ["--rechunk", "1"]), ("lz4.zarr", ["--codec", "lz4"])):
+        if not os.path.exists(os.path.join(folder, name)):
+            subprocess.run([sys.executable, "-m", "jumpnet_stream", "export",
+                            os.path.join(folder, "set", "dataset.zarr"), "-o", os.path.join(folder, name), *option,
+                            "--quiet"], check=True)
     return folder
 
 
@@ -62,7 +77,7 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
     import torch
 
     from jumpnet_stream import Chunk, open_dataset
-    from jumpnet_stream.training_set import ChunkShuffleSampler, TrainingSet
+    from jumpnet_stream.training_set import ChunkBatchSampler, ChunkShuffleSampler, TrainingSet
 
     torch.set_num_threads(1)
     if mode == "in RAM":
@@ -82,15 +97,23 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
         workers: list = []
     else:
         load = 0.0
-        path = os.path.join(folder, "one-per-chunk.zarr" if "1/chunk" in mode else "set/dataset.zarr")
-        data = TrainingSet(path)
-        count = int(mode.split("W=")[1]) if "W=" in mode else 0
-        if "1/chunk" in mode:
+        store = {"zstd": "set/dataset.zarr", "lz4": "lz4.zarr", "1/chunk": "one-per-chunk.zarr",
+                 "handoff": "lz4.zarr"}[mode.split()[0]]
+        data = TrainingSet(os.path.join(folder, store))
+        count = int(mode.split("W=")[1].split()[0])
+        batched = " batches " in mode or mode.startswith("handoff")
+        if mode.startswith("handoff"):
+            sampler = ChunkBatchSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
+            data = _Handoff(data.batch(list(range(BATCH))), len(data))
+        elif mode.startswith("1/chunk"):
             sampler = torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(0))
+        elif batched:
+            sampler = ChunkBatchSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
         else:
             sampler = ChunkShuffleSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
-        loader = torch.utils.data.DataLoader(data, batch_size=BATCH, sampler=sampler, num_workers=count,
-                                             persistent_workers=count > 0)
+        loader = torch.utils.data.DataLoader(data, batch_size=None if batched else BATCH, sampler=sampler,
+                                             num_workers=count, persistent_workers=count > 0)
+        floats = torch.empty((BATCH, *data.image_shape), dtype=torch.float32) if mode.endswith(" float") else None
         workers = []
 
         def epoch(number: int) -> int:
@@ -99,6 +122,9 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
             seen = 0
             iterator = iter(loader)
             for batch in iterator:
+                if floats is not None:
+                    image = floats[:len(batch["image"])].copy_(batch["image"]).mul_(1 / 255)
+                    assert image.dtype == torch.float32
                 seen += len(batch["label"])
             if count and not workers:
                 workers.extend(w.pid for w in iterator._workers)
@@ -114,10 +140,25 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
     return result
 
 
+class _Handoff:
+    """A set that reads nothing: every batch a copy of ``batch`` (cut to the batch's size)."""
+
+    def __init__(self, batch: dict, length: int):
+        self.batch, self.length = batch, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, indices: list[int]) -> dict:
+        return {name: column[:len(indices)].copy() for name, column in self.batch.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="length of the recording built (default: 5)")
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs after the warm-up one (default: 3)")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs after the warm-up one (default: 5)")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of every mode, interleaved (default: 3)")
+    parser.add_argument("--modes", default=",".join(MODES), help=f"modes to run (default: {','.join(MODES)})")
     parser.add_argument("--workdir", default="bench-out")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--mode", help=argparse.SUPPRESS)  # one mode in a fresh process (used by the run)
@@ -127,23 +168,45 @@ def main() -> None:
     if args.mode:
         print(json.dumps(run_mode(folder, args.mode, args.epochs)))
         return
-    rows = []
-    for mode in ("in RAM", "zarr W=0", "zarr W=2", "zarr 1/chunk, random W=2"):
-        out = subprocess.run([sys.executable, __file__, "--minutes", str(args.minutes), "--epochs", str(args.epochs),
-                              "--workdir", args.workdir, "--mode", mode], capture_output=True, text=True, check=True)
-        rows.append(json.loads(out.stdout.splitlines()[-1]))
+    modes = args.modes.split(",")
+    if modes[0] != "in RAM":
+        modes.insert(0, "in RAM")
+    runs: dict[str, list[dict]] = {mode: [] for mode in modes}
+    for _ in range(args.rounds):
+        for mode in modes:
+            out = subprocess.run([sys.executable, __file__, "--minutes", str(args.minutes), "--epochs",
+                                  str(args.epochs), "--workdir", args.workdir, "--mode", mode],
+                                 capture_output=True, text=True, check=True)
+            runs[mode].append(json.loads(out.stdout.splitlines()[-1]))
+    rows = [_summary(mode, rounds) for mode, rounds in runs.items()]
     reference = rows[0]["samples_per_s"]
     for row in rows:
         row["ratio"] = round(row["samples_per_s"] / reference, 2)
     if args.json:
-        print(json.dumps({"minutes": args.minutes, "batch": BATCH, "rows": rows}, indent=1))
+        print(json.dumps({"minutes": args.minutes, "batch": BATCH, "rounds": args.rounds, "rows": rows}, indent=1))
         return
-    print(f"{rows[0]['samples']} samples, batch {BATCH}, {args.epochs} epochs after a warm-up")
-    print(f"{'mode':28} {'samples/s':>10} {'ratio':>6} {'warm-up s':>9} {'main peak MB':>12}  workers peak (pss) MB")
+    print(f"{rows[0]['samples']} samples, batch {BATCH}, {args.epochs} epochs after a warm-up, median of {args.rounds} "
+          "interleaved rounds")
+    print(f"{'mode':26} {'samples/s':>10} {'ratio':>6} {'warm-up s':>9} {'main peak MB':>12}  workers peak (pss) MB")
     for r in rows:
         workers = ", ".join(f"{w['peak_rss_mb']} ({w['pss_mb']})" for w in r["workers"]) or "-"
-        print(f"{r['mode']:28} {r['samples_per_s']:>10} {r['ratio']:>6} {r['warmup_s']:>9} "
+        print(f"{r['mode']:26} {r['samples_per_s']:>10} {r['ratio']:>6} {r['warmup_s']:>9} "
               f"{r['main']['peak_rss_mb']:>12}  {workers}")
+
+
+def _summary(mode: str, rounds: list[dict]) -> dict:
+    """A mode's rounds: median throughput and warm-up, largest peaks (per worker slot)."""
+    import statistics
+
+    workers = [{key: max(r["workers"][w][key] for r in rounds) for key in ("peak_rss_mb", "pss_mb")}
+               for w in range(min(len(r["workers"]) for r in rounds))]
+    return {"mode": mode, "samples": rounds[0]["samples"],
+            "samples_per_s": round(statistics.median(r["samples_per_s"] for r in rounds)),
+            "all_samples_per_s": [r["samples_per_s"] for r in rounds],
+            "warmup_s": round(statistics.median(r["warmup_s"] for r in rounds), 2),
+            "load_s": round(statistics.median(r["load_s"] for r in rounds), 2),
+            "main": {key: max(r["main"][key] for r in rounds) for key in ("peak_rss_mb", "pss_mb")},
+            "workers": workers}
 
 
 if __name__ == "__main__":

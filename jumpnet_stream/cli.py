@@ -110,8 +110,8 @@ def cmd_export(args: argparse.Namespace) -> Result:
     from .stages.export import export
 
     report = export(args.input, args.output, layout=args.layout, image_dtype=args.dtype, hold=args.hold,
-                    hold_key=args.hold_key, image_rows=args.rechunk, keys=args.keys, exclude=args.exclude,
-                    force=args.force, overwrite=args.overwrite, quiet=args.quiet)
+                    hold_key=args.hold_key, image_rows=args.rechunk, codec=args.codec, keys=args.keys,
+                    exclude=args.exclude, force=args.force, overwrite=args.overwrite, quiet=args.quiet)
     left_out = f" ({report.excluded} marked samples left out)" if args.exclude else ""
     return asdict(report), (f"export {args.input} -> {args.output}: {report.samples} samples, "
                             f"{report.bytes / 1e6:.1f} MB{left_out}")

@@ -30,7 +30,12 @@ class TrainingSet:
     have one (the frame is then zeros). ``transform`` is applied to that dict.
 
     Reading a sample decodes the stored chunk holding it and keeps the last ``cache_chunks`` chunks, so a
-    :class:`ChunkShuffleSampler` reads each chunk once per epoch."""
+    :class:`ChunkShuffleSampler` reads each chunk once per epoch.
+
+    ``set[indices]`` (a list or 1-d array of ints) is a whole batch: the same fields stacked along a first
+    axis, each one contiguous array (``image`` (B, H, W, 3)). A DataLoader given ``batch_size=None`` and a
+    :class:`ChunkBatchSampler` reads it so, and makes tensors of those arrays without copying them (a set
+    with a ``transform``, which applies to one sample, is read a sample at a time)."""
 
     def __init__(self, path: str | os.PathLike, split: str | None = None, history: int = 0,
                  transform: Callable[[dict[str, np.ndarray]], Any] | None = None, cache_chunks: int = 4):
@@ -83,12 +88,41 @@ class TrainingSet:
         names, counts = np.unique(self._all_splits, return_counts=True)
         return {str(n): int(c) for n, c in zip(names, counts)}
 
-    def __getitem__(self, i: int) -> Any:
+    def __getitem__(self, i: int | list[int] | np.ndarray) -> Any:
+        if isinstance(i, (list, np.ndarray)):
+            return self.batch(i)
         return self.__getitems__([i])[0]
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
         """Several samples at once (what a DataLoader asks of a set that has this, a batch at a time):
         each stored chunk they fall in is looked up once and their images taken from it together."""
+        positions, rows, images = self._images(indices)
+        return [self._sample(int(i), int(row), image) for i, row, image in zip(positions, rows, images)]
+
+    def batch(self, indices: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """Samples ``indices`` as one dict of arrays, each field stacked along a first axis."""
+        if self.transform is not None:
+            raise TypeError("a TrainingSet with a transform is read a sample at a time (its transform takes one "
+                            "sample), not a batch at a time")
+        if isinstance(indices, np.ndarray) and indices.ndim != 1:
+            raise TypeError(f"a batch of a TrainingSet is a list of ints, not an array of {indices.ndim} dimensions")
+        positions, rows, images = self._images(list(indices))
+        columns = self._columns
+        hold = columns["hold_duration"][positions]
+        batch = {"image": images, "label": columns["label"][positions],
+                 "hold": np.ascontiguousarray(hold[:, self._hold_slot]) if hold.ndim == 2 else hold,
+                 "keys_raw": columns["keys_raw"][positions], "weight": columns["weight"][positions], "index": rows}
+        if self._history is not None:
+            stacks = [self._history.stack(str(columns["source"][i]), int(columns["frame_index"][i]))
+                      for i in positions]
+            batch["history"] = np.stack([frames for frames, _ in stacks]) if stacks \
+                else np.empty((0, self.history, *self.image_shape), np.uint8)
+            batch["history_mask"] = np.stack([mask for _, mask in stacks]) if stacks \
+                else np.empty((0, self.history), bool)
+        return batch
+
+    def _images(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The positions in this set of ``indices``, their rows in the dataset, and their images in one array."""
         positions = np.empty(len(indices), np.int64)
         for n, i in enumerate(indices):
             if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
@@ -102,7 +136,7 @@ class TrainingSet:
         for block in sorted(np.unique(blocks).tolist(), key=lambda b: b not in self._cache):  # hits first
             at = blocks == block
             images[at] = self._chunk(int(block))["image"][rows[at] - block * self.block]
-        return [self._sample(int(i), int(row), image) for i, row, image in zip(positions, rows, images)]
+        return positions, rows, images
 
     def _sample(self, i: int, row: int, image: np.ndarray) -> Any:
         columns = self._columns
@@ -178,17 +212,19 @@ class ChunkShuffleSampler:
         return self._length
 
     def __iter__(self) -> Iterator[int]:
+        for batch in self._batches():
+            yield from batch.tolist()
+
+    def _batches(self) -> Iterator[np.ndarray]:
+        """This epoch's order, a batch at a time: each worker's stream cut into batches, dealt in turn."""
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self._starts))
         streams = [self._stream(order[w::self.workers], rng) for w in range(self.workers)]
-        if self.workers == 1:
-            yield from streams[0].tolist()
-            return
         batches = [np.array_split(s, range(self.batch_size, len(s), self.batch_size)) for s in streams]
         for turn in range(max(len(b) for b in batches)):
             for stream in batches:
-                if turn < len(stream):
-                    yield from stream[turn].tolist()
+                if turn < len(stream) and len(stream[turn]):
+                    yield stream[turn]
 
     def _stream(self, chunks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """The samples of ``chunks``, shuffled ``window`` chunks at a time."""
@@ -196,3 +232,21 @@ class ChunkShuffleSampler:
                                                  for b in chunks[w:w + self.window]]))
                  for w in range(0, len(chunks), self.window)]
         return np.concatenate(parts) if parts else np.empty(0, np.int64)
+
+
+class ChunkBatchSampler(ChunkShuffleSampler):
+    """The order of :class:`ChunkShuffleSampler` as batches (lists of ``batch_size`` indices, each from one
+    worker's stream), for ``DataLoader(set, batch_size=None, sampler=ChunkBatchSampler(...))``: each batch is
+    read with ``set[indices]`` into one array per field, which the loader turns into tensors as they are
+    (no per-sample dicts, no stacking copy)."""
+
+    def __init__(self, dataset: TrainingSet, seed: int = 0, epoch: int = 0, window: int | None = None,
+                 workers: int = 1, batch_size: int = 64):
+        super().__init__(dataset, seed=seed, epoch=epoch, window=window, workers=workers, batch_size=batch_size)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self._batches())
+
+    def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
+        for batch in self._batches():
+            yield batch.tolist()

@@ -197,6 +197,23 @@ class TestZarrStore(FormatContract):
             reader.read(60, 70)
 
 
+class TestZarrStoreLZ4(TestZarrStore):
+    """Images stored with blosc lz4 (``export --codec lz4``): the same contract and the same direct reads."""
+    options = ZarrOptions(rechunk=64, codec="lz4")
+    # what does not depend on the image codec is TestZarrStore's alone (the suite's time is near its limit)
+    test_registered_and_recognised = test_existing_output_refused_before_work = None
+    test_reading_while_other_processes_read = test_close_and_reopen = None
+
+    def test_the_codec_is_named_in_the_store(self, tmp_path):
+        path = self.path(tmp_path)
+        self.write(path, [sample_chunk(70, 0)])
+        assert open_dataset(path)._direct == "blosc"
+        assert [c.to_dict()["name"] for c in zarr.open_array(str(path / "image"), mode="r").metadata.codecs] \
+            == ["bytes", "blosc"]
+        with pytest.raises(JumpnetError, match="codec must be one of zstd, lz4, not gzip"):
+            ZarrOptions(codec="gzip")
+
+
 class TestHDF5(FormatContract):
     ext = ".h5"
     options = H5Options()

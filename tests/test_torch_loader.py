@@ -1,6 +1,7 @@
 """A real PyTorch DataLoader (torch 2.13.0, installed by .ci/run, never a dependency of the package) over a
-built set: worker processes started by fork and by spawn, every sample once per epoch, tensors equal to the
-store's arrays; and the example training script, a few steps."""
+built set: worker processes started by fork and by spawn, samples collated by the loader or read a batch at a
+time, every sample once per epoch, tensors equal to the store's arrays; and the example training script, a
+few steps."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 
 from jumpnet_stream import Chunk, open_dataset
-from jumpnet_stream.training_set import ChunkShuffleSampler, TrainingSet
+from jumpnet_stream.training_set import ChunkBatchSampler, ChunkShuffleSampler, TrainingSet
 
 torch = pytest.importorskip("torch", reason="torch is installed by .ci/run (torch==2.13.0)")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,17 +24,22 @@ def built(history_build):
     return history_build[0] / "set"
 
 
-@pytest.mark.parametrize("method", ["fork", "spawn"])
-def test_dataloader_workers_deliver_every_sample_once(built, method):
+@pytest.mark.parametrize("method, batches", [("fork", False), ("spawn", False), ("fork", True)])
+def test_dataloader_workers_deliver_every_sample_once(built, method, batches):
     path = built / "dataset.zarr"
     data = TrainingSet(path, split="train", history=2)
-    sampler = ChunkShuffleSampler(data, seed=1, workers=2, batch_size=16)
-    loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=sampler, num_workers=2,
-                                         multiprocessing_context=method)
+    if batches:   # set[indices] per batch, the loader only making tensors of its arrays
+        loader = torch.utils.data.DataLoader(data, batch_size=None, num_workers=2, multiprocessing_context=method,
+                                             sampler=ChunkBatchSampler(data, seed=1, workers=2, batch_size=16))
+    else:
+        sampler = ChunkShuffleSampler(data, seed=1, workers=2, batch_size=16)
+        loader = torch.utils.data.DataLoader(data, batch_size=16, sampler=sampler, num_workers=2,
+                                             multiprocessing_context=method)
     stored = Chunk.concat(list(open_dataset(path).chunks()))
     seen = []
     for batch in loader:
         assert batch["image"].dtype == torch.uint8 and batch["image"].shape[1:] == (227, 227, 3)
+        assert len(batch["image"]) <= 16 and batch["label"].shape == batch["index"].shape == (len(batch["image"]),)
         assert batch["history"].shape[1:] == (2, 227, 227, 3) and batch["history_mask"].dtype == torch.bool
         rows = batch["index"].numpy()
         np.testing.assert_array_equal(batch["image"].numpy(), stored["image"][rows])

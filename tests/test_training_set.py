@@ -1,6 +1,6 @@
-"""TrainingSet and ChunkShuffleSampler without torch: the map-style protocol over every format, splits,
-pickling into another process, the sampler's exactly-once property, and frame history against frames decoded
-straight from the video."""
+"""TrainingSet and ChunkShuffleSampler without torch: the map-style protocol over every format, batches read
+whole, splits, pickling into another process, the sampler's exactly-once property, and frame history against
+frames decoded straight from the video."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from jumpnet_stream import Chunk, open_dataset
 from jumpnet_stream.errors import JumpnetError
 from jumpnet_stream.kernels import resize_rgb
 from jumpnet_stream.recorder import mask_labels
-from jumpnet_stream.training_set import ChunkShuffleSampler, TrainingSet
+from jumpnet_stream.training_set import ChunkBatchSampler, ChunkShuffleSampler, TrainingSet
 from jumpnet_stream.video import Video
 
 HISTORY, STRIDE = 3, 2  # conftest's history_build
@@ -49,7 +49,27 @@ def test_samples_are_the_stores_rows(built):
     with pytest.raises(IndexError):
         data[len(data)]
     with pytest.raises(TypeError):
-        data[np.arange(2)]
+        data[1.0]
+    with pytest.raises(TypeError):
+        data[np.zeros((2, 2), np.int64)]
+
+
+def test_a_batch_is_its_samples_stacked(built):
+    """``set[indices]`` gives every field of those samples stacked, each field one contiguous array, in the
+    order asked, across stored chunks and with history; a set with a per-sample transform refuses it."""
+    root, _ = built
+    data = TrainingSet(root / "set" / "dataset.zarr", split="train", history=HISTORY)
+    indices = [len(data) - 1, 0, 70, 3, 3, -2]
+    batch, samples = data[indices], [data[i] for i in indices]
+    assert set(batch) == set(samples[0])
+    for name, column in batch.items():
+        assert column.flags.c_contiguous and len(column) == len(indices)
+        np.testing.assert_array_equal(column, np.stack([sample[name] for sample in samples]), err_msg=name)
+        assert column.dtype == samples[0][name].dtype
+    empty = data.batch(np.arange(0))
+    assert empty["image"].shape == (0, 227, 227, 3) and empty["history"].shape == (0, HISTORY, 227, 227, 3)
+    with pytest.raises(TypeError, match="a sample at a time"):
+        TrainingSet(root / "set" / "dataset.zarr", transform=lambda sample: sample)[[0, 1]]
 
 
 def test_splits_partition_the_set(built):
@@ -65,11 +85,12 @@ def test_splits_partition_the_set(built):
         TrainingSet(path, split="test")
 
 
-@pytest.mark.parametrize("output", ["set.h5", "set.npz", "legacy.npz"])
+@pytest.mark.parametrize("output", ["set.h5", "set.npz", "legacy.npz", "lz4.zarr"])
 def test_every_format_reads_the_same(built, tmp_path, output):
     root, _ = built
     zarr_path = root / "set" / "dataset.zarr"
-    args = ["--layout", "legacy"] if output == "legacy.npz" else ["--layout", "columnar"] if output == "set.npz" else []
+    args = {"legacy.npz": ["--layout", "legacy"], "set.npz": ["--layout", "columnar"],
+            "lz4.zarr": ["--codec", "lz4"]}.get(output, [])
     made = run_cli("export", str(zarr_path), "-o", str(tmp_path / output), *args)
     assert made.returncode == 0, made.stderr
     ours, theirs = TrainingSet(zarr_path), TrainingSet(tmp_path / output)
@@ -79,6 +100,7 @@ def test_every_format_reads_the_same(built, tmp_path, output):
         np.testing.assert_array_equal(a["image"], b["image"])
         assert a["label"] == b["label"] and a["index"] == b["index"]
         assert a["hold"] == pytest.approx(b["hold"])
+    np.testing.assert_array_equal(ours[[3, 70, 1]]["image"], theirs[[3, 70, 1]]["image"])
 
 
 def test_a_legacy_file_without_row_offsets_is_refused_with_the_fix(built, tmp_path):
@@ -159,6 +181,11 @@ def test_sampler_deals_chunks_to_dataloader_workers(rows, block, window, seed, w
     assert shared <= workers * (window + 1) * (-(-block // batch) + 1)
     if rows >= 8 * workers * block * window:   # long enough for the tail to be the lesser part
         assert shared <= len(readers) // 2
+    # as batches: the same order cut where the loader would cut it, short only where a worker's stream ends
+    batches = list(ChunkBatchSampler(data, seed=seed, window=window, workers=workers, batch_size=batch))
+    assert sum(batches, []) == order and len(batches) == len(ChunkBatchSampler(
+        data, seed=seed, window=window, workers=workers, batch_size=batch))
+    assert all(0 < len(b) <= batch for b in batches) and sum(len(b) < batch for b in batches) <= workers
 
 
 def test_epochs_differ_and_the_seed_decides(built):

@@ -14,7 +14,7 @@ import argparse
 import torch
 from torch import nn
 
-from jumpnet_stream.training_set import ChunkShuffleSampler, TrainingSet
+from jumpnet_stream.training_set import ChunkBatchSampler, TrainingSet
 
 
 class JumpNet(nn.Module):
@@ -52,8 +52,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     train = TrainingSet(args.dataset, split="train")
-    sampler = ChunkShuffleSampler(train, seed=args.seed, workers=max(args.workers, 1), batch_size=args.batch_size)
-    loader = torch.utils.data.DataLoader(train, batch_size=args.batch_size, sampler=sampler,
+    # a batch read at a time (set[indices]: one array per field), which the loader makes tensors of as they are
+    sampler = ChunkBatchSampler(train, seed=args.seed, workers=max(args.workers, 1), batch_size=args.batch_size)
+    loader = torch.utils.data.DataLoader(train, batch_size=None, sampler=sampler,
                                          num_workers=args.workers, persistent_workers=args.workers > 0)
     model = JumpNet()
     optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)

@@ -2,7 +2,7 @@
 
 Layout (N samples, K keys, HxW images; every field of :mod:`schema`)::
 
-    image          (N, H, W, 3) uint8    chunks (64, H, W, 3)  zstd level 1
+    image          (N, H, W, 3) uint8    chunks (64, H, W, 3)  zstd level 1 (or blosc lz4: codec="lz4")
     label          (N,)         float32  chunks (4096,)        zstd
     keys_raw       (N, K)       float32  chunks (4096, K)      zstd
     hold_duration  (N, K)       float32  chunks (4096, K)      zstd
@@ -15,6 +15,10 @@ Layout (N samples, K keys, HxW images; every field of :mod:`schema`)::
 level 1 compresses frames decoded from game video about 6x at 560 MB/s here, 18% faster than level 3
 for 11% more bytes: negatives, most of every dataset, must be written as fast as video decodes
 (``benchmarks/bench_store.py`` compares codecs on captures and on decoded video).
+
+``codec="lz4"`` (``export --codec lz4``) stores images with blosc's lz4 instead (level 5, no shuffle, one
+thread): about 30% more bytes, decoded about 3 times as fast, for a training loop that decodes every chunk
+every epoch (``benchmarks/bench_loader.py``).
 """
 
 from __future__ import annotations
@@ -22,12 +26,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import zarr
-from numcodecs import Zstd
-from zarr.codecs import ZstdCodec
+from numcodecs import Blosc, Zstd
+from numcodecs import blosc as _blosc
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from ..chunk import Chunk
 from ..errors import JumpnetError
@@ -40,18 +45,24 @@ SCALAR_ROWS = 4096
 _ARRAY_CONFIG = {"write_empty_chunks": True}  # skip zarr's per-chunk "is it empty?" scan
 _KEY_ENCODING = {"name": "default", "separator": "."}  # chunk files side by side, no directory each
 _UNZSTD = Zstd()  # decoding needs no level
+IMAGE_CODECS = ("zstd", "lz4")  # what a store's images can be written with
+_LZ4 = {"cname": "lz4", "clevel": 5, "blocksize": 0}  # blosc's settings for codec="lz4", bytes unshuffled
 _ZARR_CODECS = {"bytes", "zstd", "gzip", "blosc", "crc32c", "transpose", "vlen-utf8", "vlen-bytes"}
 
 
 @dataclass(frozen=True)
 class ZarrOptions:
-    """``rechunk``: images per stored chunk (clamped so a chunk stays within 64 MB)."""
+    """``rechunk``: images per stored chunk (clamped so a chunk stays within 64 MB); ``codec``: the images'
+    compression, "zstd" (smaller) or "lz4" (blosc lz4: faster to decode, for reading in a training loop)."""
 
     rechunk: int = IMAGE_ROWS
+    codec: str = "zstd"
 
     def __post_init__(self) -> None:
         if not isinstance(self.rechunk, int) or self.rechunk < 1:
             raise JumpnetError(None, f"rechunk must be 1 or more, not {self.rechunk}")
+        if self.codec not in IMAGE_CODECS:
+            raise JumpnetError(None, f"codec must be one of {', '.join(IMAGE_CODECS)}, not {self.codec}")
 
 
 class ZarrDatasetWriter:
@@ -61,7 +72,7 @@ class ZarrDatasetWriter:
     reader refuses beyond): 434 of 227x227, 10 of 1920x1080."""
 
     def __init__(self, path: str | os.PathLike, keys: list[str], image_shape: tuple[int, int, int] | None = None,
-                 *, level: int = 1, image_rows: int = IMAGE_ROWS):
+                 *, level: int = 1, image_rows: int = IMAGE_ROWS, codec: str = "zstd"):
         self.image_rows = image_rows
         self.path = os.fspath(path)
         self.keys = list(keys)
@@ -75,7 +86,8 @@ class ZarrDatasetWriter:
         self._flushed = 0
         self._small: list[Chunk] = []  # flushed rows' small columns, awaiting a whole 4096-row chunk
         self._small_rows = 0
-        self._zstd = Zstd(level=level)
+        self._codec = codec
+        self._encoder = Zstd(level=level) if codec == "zstd" else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
 
     def _create(self, image_shape: tuple[int, int, int]) -> None:
         self.image_rows = chunk_rows(self.image_rows, math.prod(image_shape))
@@ -83,7 +95,10 @@ class ZarrDatasetWriter:
         for field in SCHEMA:
             rows = self.image_rows if field.name == "image" else SCALAR_ROWS
             shape = field.per_sample(k, image_shape)
-            codec = ZstdCodec(level=self._level if field.name == "image" else 3)
+            if field.name == "image" and self._codec == "lz4":
+                codec = BloscCodec(**_LZ4, shuffle="noshuffle", typesize=1)
+            else:
+                codec = ZstdCodec(level=self._level if field.name == "image" else 3)
             self._arrays[field.name] = self._group.create_array(
                 field.name, shape=(0, *shape), dtype=str if field.text else field.dtype, chunks=(rows, *shape),
                 compressors=codec, config=_ARRAY_CONFIG, chunk_key_encoding=_KEY_ENCODING,
@@ -138,14 +153,14 @@ class ZarrDatasetWriter:
 
     def _write_image_chunks(self, start: int, images: np.ndarray) -> None:
         """Whole image chunks, compressed here and written as chunk files: byte for byte what zarr
-        writes for codecs [bytes, zstd] (a zstd frame of the chunk's C-order bytes), at half the CPU
-        of zarr's own write path, which copies each 10 MB chunk several times."""
+        writes for codecs [bytes, zstd] (a zstd frame of the chunk's C-order bytes) or [bytes, blosc],
+        at half the CPU of zarr's own write path, which copies each 10 MB chunk several times."""
         folder = os.path.join(self.path, "image")
         for offset in range(0, len(images), self.image_rows):
             block = np.ascontiguousarray(images[offset:offset + self.image_rows])
             index = (start + offset) // self.image_rows
             with open(os.path.join(folder, f"c.{index}.0.0.0"), "wb") as f:
-                f.write(self._zstd.encode(block))
+                f.write(_encode(self._encoder, block))
 
     def _resize(self, rows: int) -> None:
         for array in self._arrays.values():
@@ -182,7 +197,8 @@ class ZarrDataset(DatasetReader):
         self.image_shape = tuple(arrays["image"].shape[1:])
         self.block = arrays["image"].chunks[0]
         codecs = [codec.to_dict().get("name") for codec in arrays["image"].metadata.codecs]
-        self._direct = codecs == ["bytes", "zstd"]
+        # chunk files this reader decodes itself: a zstd frame, or a blosc one (which says how it was shuffled)
+        self._direct = codecs[1] if codecs in (["bytes", "zstd"], ["bytes", "blosc"]) else None
         self.column_block = min(arrays[name].chunks[0] for name in arrays if name != "image") if len(arrays) > 1 \
             else SCALAR_ROWS
         self.close()
@@ -247,11 +263,15 @@ class ZarrDataset(DatasetReader):
             except FileNotFoundError:   # never written: the fill value, as zarr reads it
                 target[...] = 0
             else:
-                if _zstd_content_size(frame) != target.nbytes:
-                    raise JumpnetError(self.path, f"image chunk {index} is damaged (not a zstd frame of "
+                size = _zstd_content_size(frame) if self._direct == "zstd" else _blosc_size(frame)
+                if size != target.nbytes:
+                    raise JumpnetError(self.path, f"image chunk {index} is damaged (not a {self._direct} frame of "
                                                   f"{target.nbytes} bytes)")
                 try:
-                    _UNZSTD.decode(frame, out=target.reshape(-1))
+                    if self._direct == "zstd":
+                        _UNZSTD.decode(frame, out=target.reshape(-1))
+                    else:
+                        _one_thread(_blosc.decompress, frame, target.reshape(-1))
                 except (RuntimeError, ValueError) as exc:
                     raise JumpnetError(self.path, f"image chunk {index} is damaged ({exc})") from None
             if not whole:
@@ -269,6 +289,29 @@ class ZarrDataset(DatasetReader):
         if name not in arrays:
             return super().column(name)
         return _text(arrays[name][:])
+
+
+def _encode(encoder: Zstd | Blosc, block: np.ndarray) -> bytes:
+    return encoder.encode(block) if isinstance(encoder, Zstd) else _one_thread(encoder.encode, block)
+
+
+def _one_thread(call: Callable[..., Any], *args: Any) -> Any:
+    """A blosc call on this thread only: blosc's own threads would fight a DataLoader's worker processes for
+    the cores, and a compression on several threads may lay its blocks out in another order (other bytes)."""
+    saved, _blosc.use_threads = _blosc.use_threads, False
+    try:
+        return call(*args)
+    finally:
+        _blosc.use_threads = saved
+
+
+def _blosc_size(frame: bytes) -> int | None:
+    """The decompressed size a blosc frame's 16-byte header declares, or None if the frame is not as long as
+    that header says."""
+    if len(frame) < 16:
+        return None
+    nbytes, _, cbytes = np.frombuffer(frame[4:16], "<u4").tolist()
+    return nbytes if cbytes == len(frame) else None
 
 
 def _zstd_content_size(frame: bytes) -> int | None:
@@ -329,4 +372,5 @@ class Zarr(Format):
 
     @classmethod
     def create(cls, path: str, spec: DatasetSpec, options: ZarrOptions, name: str) -> ZarrDatasetWriter:
-        return ZarrDatasetWriter(path, list(spec.keys), spec.image_shape, image_rows=options.rechunk)
+        return ZarrDatasetWriter(path, list(spec.keys), spec.image_shape, image_rows=options.rechunk,
+                                 codec=options.codec)

@@ -32,21 +32,23 @@ def legacy_load_bytes(samples: int, image_shape: tuple[int, ...], image_dtype: s
 
 def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str | None = None,
            image_dtype: str | None = None, hold: str | None = None, hold_key: str | None = None,
-           image_rows: int | None = None, keys: list[str] | None = None, split: str | None = None,
-           exclude: str | os.PathLike | None = None, force: bool = False, overwrite: bool = False,
-           quiet: bool = True) -> ExportReport:
+           image_rows: int | None = None, codec: str | None = None, keys: list[str] | None = None,
+           split: str | None = None, exclude: str | os.PathLike | None = None, force: bool = False,
+           overwrite: bool = False, quiet: bool = True) -> ExportReport:
     """Copy ``input`` to ``output`` in the format its extension (and ``layout`` for .npz) names; the other
     options are that format's (an option it does not have is refused).
 
     A legacy .npz keeps one hold per sample by default (``hold="scalar"``): ``hold_key``'s, by default
-    the jump key the dataset was built for (from its provenance) or its only key. ``keys`` names the
-    keys of an input that holds none (the original scripts' files). ``split``: only the samples of this
+    the jump key the dataset was built for (from its provenance) or its only key. ``codec``: a .zarr's
+    image compression ("zstd", the default, or "lz4": faster to decode in a training loop). ``keys``
+    names the keys of an input that holds none (the original scripts' files). ``split``: only the samples of this
     split ("train", "val"). ``exclude``: a marks file (the viewer's ``NAME.marks.json``) whose samples are
     left out, counted in the provenance."""
     input, output = os.fspath(input), os.fspath(output)
     check_output(output, overwrite, inputs=[input, *([exclude] if exclude is not None else [])])
     fmt = format_for(output, layout)
-    options = options_for(fmt, output, dtype=image_dtype, hold=hold, hold_key=hold_key, rechunk=image_rows)
+    options = options_for(fmt, output, dtype=image_dtype, hold=hold, hold_key=hold_key, rechunk=image_rows,
+                          codec=codec)
     dataset = open_dataset(input, keys=keys)
     chunks, marks, excluded = dataset.chunks(), None, 0
     if exclude is not None:
@@ -74,7 +76,8 @@ def export(input: str | os.PathLike, output: str | os.PathLike, *, layout: str |
     exclusion = {"exclude": described(os.fspath(exclude))} if exclude is not None else {}
     run_stage(chunks, output, keys=dataset.keys, stage="export",
               parameters={"layout": fmt.layout, "image_dtype": image_dtype, "hold": hold, "hold_key": chosen,
-                          "image_rows": image_rows, "split": split, **exclusion},
+                          "image_rows": image_rows, "split": split, **exclusion,
+                          **({"codec": codec} if codec is not None else {})},
               inputs=[described(input, samples=len(dataset))],
               counts=lambda rows: {"samples": rows, **({"excluded_marked": excluded} if exclude is not None else {})},
               history=dataset.provenance,
