@@ -128,7 +128,8 @@ class Cluster:
         remove their partial outputs under them, nor land the same output beside them."""
         assert self.client is not None, "use the cluster as a context manager"
         deadline = time.monotonic() + timeout
-        while any(key.startswith(self.prefix) for keys in self.client.run(_running).values() for key in keys):
+        # call_stack(): every worker's running tasks, by key, including those the scheduler has forgotten
+        while any(str(key).startswith(self.prefix) for stacks in self.client.call_stack().values() for key in stacks):
             if time.monotonic() > deadline:
                 raise JumpnetError(None, f"the cluster's workers still run tasks of an earlier build of this "
                                          f"folder after {timeout:g} s: restart them, or wait")
@@ -166,7 +167,3 @@ def code_id() -> str:
                 digest.update(os.path.relpath(os.path.join(folder, name), root).encode() + b"\0" + f.read())
     return digest.hexdigest()[:16]
 
-
-def _running(dask_worker: Any) -> list[str]:
-    """The keys of the tasks a worker is running (:meth:`Cluster.settle` asks every worker)."""
-    return [str(task.key) for task in dask_worker.state.executing]

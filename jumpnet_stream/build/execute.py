@@ -16,7 +16,7 @@ from ..chunk import Chunk, keep_rows
 from ..errors import JumpnetError
 from ..formats import disk_size, open_dataset
 from ..history import attach
-from ..pipeline import return_large_buffers_to_os
+from ..pipeline import return_large_buffers_to_os, trim_heap
 from ..quality import audit
 from ..runner import described, run_stage
 from ..sampling import Frames
@@ -228,6 +228,8 @@ def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[]
         if counts is None:
             raise
         return counts, seconds, None, exc
+    finally:
+        trim_heap()  # what the task freed, back to the OS before the next task (a worker runs many)
 
 
 #: Runs tasks, each ``(label, args)``, as ``fn(*args)``; yields ``(index, result)`` as each finishes (a

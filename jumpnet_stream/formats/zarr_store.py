@@ -115,18 +115,22 @@ class ZarrDatasetWriter:
             return
         if not self._arrays:
             self._create(tuple(chunk["image"].shape[1:]))
-        self._pending.append(chunk)
-        self._pending_rows += len(chunk)
-        if self._pending_rows >= self.image_rows:
-            self._flush(whole_chunks_only=True)
-        else:  # held back: keep a copy, never the caller's arrays
-            self._pending[-1] = Chunk({k: v.copy() for k, v in chunk.columns.items()})
+        while len(chunk):  # in pieces that fill the pending rows up to one image chunk, never more (memory)
+            head = chunk.take(slice(0, self.image_rows - self._pending_rows))
+            chunk = chunk.take(slice(len(head), len(chunk)))
+            self._pending.append(head)
+            self._pending_rows += len(head)
+            if self._pending_rows == self.image_rows:
+                self._flush(whole_chunks_only=True)
+            else:  # held back: keep a copy, never the caller's arrays
+                self._pending[-1] = Chunk({k: v.copy() for k, v in head.columns.items()})
 
     def _flush(self, whole_chunks_only: bool) -> None:
         """Write pending images in whole 64-row chunks (all of them at the end); the small columns
         wait for a whole 4096-row chunk, since every zarr write of a partial chunk rewrites it."""
         if self._pending_rows:
             merged = Chunk.concat(self._pending)
+            self._pending = []  # the held copies, freed before the images are compressed
             n = len(merged) - len(merged) % self.image_rows if whole_chunks_only else len(merged)
             start, stop = self._flushed, self._flushed + n
             if stop > self._capacity:  # grow geometrically: resizing rewrites metadata, so do it rarely

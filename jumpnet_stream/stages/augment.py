@@ -81,6 +81,14 @@ def augment_chunks(chunks: Iterable[Chunk], options: AugmentOptions) -> Iterator
         offset += n
 
 
+def _pieces(chunks: Iterable[Chunk], rows: int) -> Iterator[Chunk]:
+    """Each chunk as views of ``rows`` rows: the input is read a stored chunk at a time (a read of part of one
+    decodes it whole, into a buffer of its own), and augmented a piece at a time (its copies are in memory)."""
+    for chunk in chunks:
+        for start in range(0, len(chunk), rows):
+            yield chunk.take(slice(start, start + rows))
+
+
 def augment(input: str | os.PathLike, output: str | os.PathLike, options: AugmentOptions = AugmentOptions(), *,
             overwrite: bool = False, quiet: bool = True) -> AugmentReport:
     """Write every sample of ``input`` and its augmented copies to ``output``."""
@@ -94,9 +102,10 @@ def augment(input: str | os.PathLike, output: str | os.PathLike, options: Augmen
         report.written, report.copies = rows, rows - report.originals
         return asdict(report)
 
-    run_stage(augment_chunks(dataset.chunks(rows=max(1, DEFAULT_ROWS // per)), options), output, keys=dataset.keys,
-              stage="augment", parameters=asdict(options), inputs=[described(input, samples=len(dataset))],
-              counts=counts, history=dataset.provenance, advance=lambda chunk: int(np.count_nonzero(~chunk["augmented"])),
+    pieces = _pieces(dataset.chunks(), max(1, DEFAULT_ROWS // per))
+    run_stage(augment_chunks(pieces, options), output, keys=dataset.keys, stage="augment",
+              parameters=asdict(options), inputs=[described(input, samples=len(dataset))], counts=counts,
+              history=dataset.provenance, advance=lambda chunk: int(np.count_nonzero(~chunk["augmented"])),
               bar=progress_bar(len(dataset), f"augment {os.path.basename(input)}", unit="sample", quiet=quiet),
               image_shape=dataset.image_shape, jump_key=jump_key(dataset.provenance), overwrite=overwrite)
     return report

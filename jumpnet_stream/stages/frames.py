@@ -30,7 +30,7 @@ from ..progress import progress_bar
 from ..recorder import mask_labels
 from ..runner import described
 from ..sampling import Frames
-from ..schema import complete
+from ..schema import SMALL_FIELDS, complete
 from ..video import Video
 
 POSITIVE_IMAGES = ("video", "keylog")
@@ -81,7 +81,7 @@ def recording_frames(video: str, positives: str, negatives_out: str, positives_o
         if past is not None:
             stack.callback(past.abort)
         negatives = _Batch(keys, size, clip.name)
-        positive_rows = _PositiveRows(known, kept, split, press_frame if from_video else None)
+        positive_rows = _PositiveRows(known, kept, split, press_frame if from_video else None, size)
         image = np.empty((*size, 3), np.uint8)
         for chunk in clip.frames_at(np.array(sorted(wanted), np.int64)) if wanted else ():
             index = int(chunk["frame_index"][0])
@@ -95,7 +95,7 @@ def recording_frames(video: str, positives: str, negatives_out: str, positives_o
             if index in before:
                 past.add(index, image)
             bar.update(index + 1 - bar.n)
-        negatives.flush(negative_writer)
+        negatives.finish(negative_writer)
         positive_rows.finish(positive_writer, mask)
         problem = clip.check_complete(max(wanted) + 1 if wanted else None, strict=strict)
         if past is not None:
@@ -143,18 +143,29 @@ class _Batch:
         self.total += n
         self.splits = []
 
+    def finish(self, writer: Any) -> None:
+        """The last rows written, and the buffer freed (before the writers write their last partial chunks)."""
+        self.flush(writer)
+        del self.images
+
 
 class _PositiveRows:
     """The recording's positives written in order, each with its split; from the video, each takes the image
-    of the frame at its press when that frame is decoded (positives are in frame order)."""
+    of the frame at its press when that frame is decoded (positives are in frame order), gathered in a
+    buffer of DEFAULT_ROWS images, and the keylog's positives are read for their small fields only (once,
+    a few bytes each: never their images)."""
 
-    def __init__(self, known: Any, kept: np.ndarray, split: np.ndarray, press_frame: np.ndarray | None):
+    def __init__(self, known: Any, kept: np.ndarray, split: np.ndarray, press_frame: np.ndarray | None,
+                 size: tuple[int, int]):
         self.known, self.kept, self.split, self.press_frame = known, kept, split, press_frame
         self.order = np.flatnonzero(kept)
+        self.small: dict[str, np.ndarray] | None = None
         if press_frame is not None:
             self.order = self.order[np.argsort(press_frame[self.order], kind="stable")]
+            self.small = known.columns(list(SMALL_FIELDS))
+            self.images = np.empty((DEFAULT_ROWS, *size, 3), np.uint8)
         self.next = 0
-        self.pending: list[tuple[int, np.ndarray]] = []
+        self.pending: list[int] = []  # rows whose images are in self.images, in order
         self.written: dict[str, int] = {}
         self.missed = 0
 
@@ -162,7 +173,8 @@ class _PositiveRows:
         while self.next < len(self.order) and self.press_frame[self.order[self.next]] <= frame:
             row = int(self.order[self.next])
             if self.press_frame[row] == frame:
-                self.pending.append((row, image.copy()))
+                self.images[len(self.pending)] = image
+                self.pending.append(row)
             else:
                 self.missed += 1  # its frame never decoded (the video ended before it)
             self.next += 1
@@ -170,7 +182,10 @@ class _PositiveRows:
                 self._write(writer)
 
     def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Rows of the keylog's positives, in the order given, their split set."""
+        """Rows of the keylog's positives, in the order given, their split set (from the video: no image)."""
+        if self.small is not None:
+            columns = {name: column[rows] for name, column in self.small.items()}
+            return {**columns, "split": self.split[rows].astype(str)}
         order = np.argsort(rows, kind="stable")
         chunk = Chunk.concat(list(self.known.take(rows[order]))).take(np.argsort(order, kind="stable"))
         return {**chunk.columns, "split": self.split[rows].astype(str)}
@@ -182,14 +197,14 @@ class _PositiveRows:
 
     def _write(self, writer: Any) -> None:
         if self.pending:
-            columns = self._rows(np.array([row for row, _ in self.pending]))
-            self._put({**columns, "image": np.stack([image for _, image in self.pending])}, writer)
+            self._put({**self._rows(np.array(self.pending)), "image": self.images[:len(self.pending)]}, writer)
         self.pending = []
 
     def finish(self, writer: Any, mask: bool) -> None:
         if self.press_frame is not None:
             self.missed += len(self.order) - self.next
             self._write(writer)
+            del self.images  # before the writers write their last partial chunks
             return
         for start in range(0, len(self.order), DEFAULT_ROWS):  # keylog images: every kept positive as it is
             columns = self._rows(self.order[start:start + DEFAULT_ROWS])
