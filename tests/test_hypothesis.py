@@ -398,7 +398,7 @@ def _read(path) -> Chunk | None:
     return Chunk.concat(chunks) if chunks else None
 
 
-@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=examples(20), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(log=keylogs(), rows_layout=st.booleans())
 def test_generated_keylogs_follow_the_spec_and_round_trip(tmp_path_factory, log, rows_layout):
     keys, target, entries, model = log
