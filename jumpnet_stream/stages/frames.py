@@ -159,10 +159,12 @@ class _PositiveRows:
                  size: tuple[int, int]):
         self.known, self.kept, self.split, self.press_frame = known, kept, split, press_frame
         self.order = np.flatnonzero(kept)
+        # from the video, the positives' small fields only: read whole where they lie among the images, else
+        # over each batch's rows (consecutive ones: positives are stored in press order)
         self.small: dict[str, np.ndarray] | None = None
         if press_frame is not None:
             self.order = self.order[np.argsort(press_frame[self.order], kind="stable")]
-            self.small = known.columns(list(SMALL_FIELDS))
+            self.small = None if known.cheap_columns else known.columns(list(SMALL_FIELDS))
             self.images = np.empty((DEFAULT_ROWS, *size, 3), np.uint8)
         self.next = 0
         self.pending: list[int] = []  # rows whose images are in self.images, in order
@@ -183,8 +185,11 @@ class _PositiveRows:
 
     def _rows(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """Rows of the keylog's positives, in the order given, their split set (from the video: no image)."""
-        if self.small is not None:
-            columns = {name: column[rows] for name, column in self.small.items()}
+        if self.press_frame is not None:
+            first = 0 if self.small is not None else int(rows.min())
+            small = self.small if self.small is not None else \
+                self.known.column_rows(list(SMALL_FIELDS), first, int(rows.max()) + 1)
+            columns = {name: column[rows - first] for name, column in small.items()}
             return {**columns, "split": self.split[rows].astype(str)}
         order = np.argsort(rows, kind="stable")
         chunk = Chunk.concat(list(self.known.take(rows[order]))).take(np.argsort(order, kind="stable"))
