@@ -345,8 +345,12 @@ class SharedBatchRing:
         while not left.is_set():
             if semaphores[worker].acquire(timeout=0.05):   # else the slot's last batch is still held
                 slot = worker * self.slots + self._written % self.slots
+                try:
+                    self.data.batch_into(indices, slots[slot].numpy())
+                except BaseException:   # nothing handed over: the slot stays this worker's next
+                    semaphores[worker].release()
+                    raise
                 self._written += 1
-                self.data.batch_into(indices, slots[slot].numpy())
                 return worker, slot, len(indices)
         return None
 

@@ -115,3 +115,14 @@ def test_ring_never_overwrites_a_held_batch(built):
         for kept, copy in held:
             for name, tensor in copy.items():
                 assert torch.equal(kept[name], tensor), name
+
+
+def test_ring_after_a_failed_read_the_next_epoch_runs(built):
+    data = TrainingSet(built / "dataset.zarr")
+    ring = SharedBatchRing(data, workers=1, batch_size=8, prefetch=0)   # one slot: a slot lost would stall
+    make = lambda order: torch.utils.data.DataLoader(ring, batch_size=None, sampler=order, num_workers=1,
+                                                     collate_fn=ring.collate, timeout=60)
+    with pytest.raises(IndexError):
+        list(ring.batches(make([[0, 1], [len(data)]])))
+    rows = [row for batch in ring.batches(make([[0, 1], [2, 3], [4]])) for row in batch["index"].tolist()]
+    assert rows == data.rows[:5].tolist()
