@@ -12,6 +12,8 @@ export with one image per chunk, then times, each in a fresh process, modes inte
   each batch read as one array per field;
 * ``... float``: the same, and each batch's images made float32 in [0, 1] in the loop (what the in-RAM
   reference hands over), into a buffer reused from batch to batch;
+* ``lz4 ring W=2``: the same batches handed over through a :class:`SharedBatchRing` (each worker reads
+  into its own slots of one shared tensor made before the workers start; the loader carries only the slot);
 * ``handoff W=2``: a DataLoader whose set reads nothing (each batch a copy of one batch read before, the
   same fields and shapes): what handing a batch from a worker process to the main one costs alone (a new
   shared-memory segment per tensor, its pages written by the worker, its file descriptor passed over);
@@ -41,7 +43,8 @@ sys.path.insert(0, ROOT)
 
 BATCH = 64
 MODES = ("in RAM", "zstd samples W=0", "zstd samples W=2", "zstd batches W=0", "zstd batches W=2", "lz4 samples W=0",
-         "lz4 batches W=0", "lz4 batches W=2", "lz4 batches W=0 float", "handoff W=2", "1/chunk random W=2")
+         "lz4 batches W=0", "lz4 batches W=2", "lz4 batches W=0 float", "lz4 ring W=2", "handoff W=2",
+         "1/chunk random W=2")
 
 
 def _memory(pid: int | str = "self") -> dict[str, float]:
@@ -77,7 +80,7 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
     import torch
 
     from jumpnet_stream import Chunk, open_dataset
-    from jumpnet_stream.training_set import ChunkBatchSampler, ChunkShuffleSampler, TrainingSet
+    from jumpnet_stream.training_set import ChunkBatchSampler, ChunkShuffleSampler, SharedBatchRing, TrainingSet
 
     torch.set_num_threads(1)
     if mode == "in RAM":
@@ -101,7 +104,7 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
                  "handoff": "lz4.zarr"}[mode.split()[0]]
         data = TrainingSet(os.path.join(folder, store))
         count = int(mode.split("W=")[1].split()[0])
-        batched = " batches " in mode or mode.startswith("handoff")
+        batched = " batches " in mode or " ring " in mode or mode.startswith("handoff")
         if mode.startswith("handoff"):
             sampler = ChunkBatchSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
             data = _Handoff(data.batch(list(range(BATCH))), len(data))
@@ -111,8 +114,10 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
             sampler = ChunkBatchSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
         else:
             sampler = ChunkShuffleSampler(data, seed=0, workers=max(count, 1), batch_size=BATCH)
-        loader = torch.utils.data.DataLoader(data, batch_size=None if batched else BATCH, sampler=sampler,
-                                             num_workers=count, persistent_workers=count > 0)
+        ring = SharedBatchRing(data, workers=count, batch_size=BATCH) if " ring " in mode else None
+        loader = torch.utils.data.DataLoader(data if ring is None else ring, batch_size=None if batched else BATCH,
+                                             sampler=sampler, num_workers=count, persistent_workers=count > 0,
+                                             **({} if ring is None else {"collate_fn": ring.collate}))
         floats = torch.empty((BATCH, *data.image_shape), dtype=torch.float32) if mode.endswith(" float") else None
         workers = []
 
@@ -120,14 +125,14 @@ def run_mode(folder: str, mode: str, epochs: int) -> dict:
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(number)
             seen = 0
-            iterator = iter(loader)
+            iterator = iter(loader) if ring is None else ring.batches(loader)
             for batch in iterator:
                 if floats is not None:
                     image = floats[:len(batch["image"])].copy_(batch["image"]).mul_(1 / 255)
                     assert image.dtype == torch.float32
                 seen += len(batch["label"])
             if count and not workers:
-                workers.extend(w.pid for w in iterator._workers)
+                workers.extend(w.pid for w in loader._iterator._workers)
             return seen
     start = time.perf_counter()
     samples = epoch(0)

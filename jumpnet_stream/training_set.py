@@ -7,7 +7,7 @@ works in DataLoader worker processes started by fork or spawn."""
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -19,6 +19,11 @@ from .history import HistoryFrames
 
 #: the small fields a sample carries, read whole when the set is opened (a few bytes per sample)
 _COLUMNS = ("label", "hold_duration", "keys_raw", "weight", "split", "source", "frame_index")
+
+
+def _aligned(size: int) -> int:
+    """``size`` rounded up to 8 bytes, so the next packed field starts aligned for any dtype."""
+    return (size + 7) // 8 * 8
 
 
 class TrainingSet:
@@ -96,33 +101,71 @@ class TrainingSet:
     def __getitems__(self, indices: list[int]) -> list[Any]:
         """Several samples at once (what a DataLoader asks of a set that has this, a batch at a time):
         each stored chunk they fall in is looked up once and their images taken from it together."""
-        positions, rows, images = self._images(indices)
+        positions, rows = self._positions(indices)
+        images = np.empty((len(rows), *self.image_shape), np.uint8)
+        self._read_images(rows, images)
         return [self._sample(int(i), int(row), image) for i, row, image in zip(positions, rows, images)]
 
     def batch(self, indices: list[int] | np.ndarray) -> dict[str, np.ndarray]:
         """Samples ``indices`` as one dict of arrays, each field stacked along a first axis."""
+        return self.batch_into(indices, np.empty(self.batch_bytes(len(indices)), np.uint8))
+
+    def batch_fields(self, n: int) -> list[tuple[str, np.dtype, tuple[int, ...]]]:
+        """The fields of a batch of ``n`` samples: name, dtype and shape, in the order they are packed."""
+        columns = self._columns
+        fields = [("image", np.dtype(np.uint8), (n, *self.image_shape)), ("label", columns["label"].dtype, (n,)),
+                  ("hold", columns["hold_duration"].dtype, (n,)),
+                  ("keys_raw", columns["keys_raw"].dtype, (n, *columns["keys_raw"].shape[1:])),
+                  ("weight", columns["weight"].dtype, (n,)), ("index", np.dtype(np.int64), (n,))]
+        if self._history is not None:
+            fields += [("history", np.dtype(np.uint8), (n, self.history, *self.image_shape)),
+                       ("history_mask", np.dtype(bool), (n, self.history))]
+        return fields
+
+    def batch_bytes(self, n: int) -> int:
+        """Bytes of a batch of ``n`` samples packed by :meth:`batch_into` (each field 8-byte aligned)."""
+        return sum(_aligned(int(np.prod(shape)) * dtype.itemsize) for _, dtype, shape in self.batch_fields(n))
+
+    def batch_views(self, n: int, buffer: np.ndarray) -> dict[str, np.ndarray]:
+        """The fields of a batch of ``n`` packed in the 1-d uint8 ``buffer``, as views of it (no copy)."""
+        if buffer.dtype != np.uint8 or buffer.ndim != 1 or not buffer.flags.c_contiguous:
+            raise TypeError(f"a batch is packed into a contiguous 1-d uint8 buffer, not {buffer.dtype} {buffer.shape}")
+        if len(buffer) < self.batch_bytes(n):
+            raise ValueError(f"a batch of {n} takes {self.batch_bytes(n)} bytes, the buffer has {len(buffer)}")
+        views, at = {}, 0
+        for name, dtype, shape in self.batch_fields(n):
+            size = int(np.prod(shape)) * dtype.itemsize
+            views[name] = buffer[at:at + size].view(dtype).reshape(shape)
+            at += _aligned(size)
+        return views
+
+    def batch_into(self, indices: list[int] | np.ndarray, out: np.ndarray) -> dict[str, np.ndarray]:
+        """Samples ``indices`` read straight into the uint8 buffer ``out`` (at least :meth:`batch_bytes` long,
+        laid out as :meth:`batch_fields`), every image decoded into its place; returns the fields as views."""
         if self.transform is not None:
             raise TypeError("a TrainingSet with a transform is read a sample at a time (its transform takes one "
                             "sample), not a batch at a time")
         if isinstance(indices, np.ndarray) and indices.ndim != 1:
             raise TypeError(f"a batch of a TrainingSet is a list of ints, not an array of {indices.ndim} dimensions")
-        positions, rows, images = self._images(list(indices))
+        indices = list(indices)
+        batch = self.batch_views(len(indices), out)
+        positions, rows = self._positions(indices)
+        self._read_images(rows, batch["image"])
         columns = self._columns
         hold = columns["hold_duration"][positions]
-        batch = {"image": images, "label": columns["label"][positions],
-                 "hold": np.ascontiguousarray(hold[:, self._hold_slot]) if hold.ndim == 2 else hold,
-                 "keys_raw": columns["keys_raw"][positions], "weight": columns["weight"][positions], "index": rows}
+        batch["label"][...] = columns["label"][positions]
+        batch["hold"][...] = hold[:, self._hold_slot] if hold.ndim == 2 else hold
+        batch["keys_raw"][...] = columns["keys_raw"][positions]
+        batch["weight"][...] = columns["weight"][positions]
+        batch["index"][...] = rows
         if self._history is not None:
-            stacks = [self._history.stack(str(columns["source"][i]), int(columns["frame_index"][i]))
-                      for i in positions]
-            batch["history"] = np.stack([frames for frames, _ in stacks]) if stacks \
-                else np.empty((0, self.history, *self.image_shape), np.uint8)
-            batch["history_mask"] = np.stack([mask for _, mask in stacks]) if stacks \
-                else np.empty((0, self.history), bool)
+            for n, i in enumerate(positions):
+                batch["history"][n], batch["history_mask"][n] = self._history.stack(
+                    str(columns["source"][i]), int(columns["frame_index"][i]))
         return batch
 
-    def _images(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The positions in this set of ``indices``, their rows in the dataset, and their images in one array."""
+    def _positions(self, indices: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """The positions in this set of ``indices`` and their rows in the dataset."""
         positions = np.empty(len(indices), np.int64)
         for n, i in enumerate(indices):
             if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
@@ -130,13 +173,14 @@ class TrainingSet:
             if not -len(self) <= i < len(self):
                 raise IndexError(f"sample {i} of a set of {len(self)}")
             positions[n] = int(i) % len(self)
-        rows = self._rows[positions]
+        return positions, self._rows[positions]
+
+    def _read_images(self, rows: np.ndarray, out: np.ndarray) -> None:
+        """The images of dataset ``rows`` into ``out``, each stored chunk looked up once (cached ones first)."""
         blocks = rows // self.block
-        images = np.empty((len(rows), *self.image_shape), np.uint8)
-        for block in sorted(np.unique(blocks).tolist(), key=lambda b: b not in self._cache):  # hits first
+        for block in sorted(np.unique(blocks).tolist(), key=lambda b: b not in self._cache):
             at = blocks == block
-            images[at] = self._chunk(int(block))["image"][rows[at] - block * self.block]
-        return positions, rows, images
+            out[at] = self._chunk(int(block))["image"][rows[at] - block * self.block]
 
     def _sample(self, i: int, row: int, image: np.ndarray) -> Any:
         columns = self._columns
@@ -250,3 +294,116 @@ class ChunkBatchSampler(ChunkShuffleSampler):
     def __iter__(self) -> Iterator[list[int]]:  # type: ignore[override]
         for batch in self._batches():
             yield batch.tolist()
+
+
+class SharedBatchRing:
+    """Batches of a :class:`TrainingSet` handed from DataLoader workers through a fixed ring of shared slots,
+    instead of the loader's new shared-memory segment per tensor per batch (which costs more than the read)::
+
+        ring = SharedBatchRing(data, workers=2, batch_size=64)
+        loader = DataLoader(ring, batch_size=None, num_workers=2, collate_fn=ring.collate, persistent_workers=True,
+                            sampler=ChunkBatchSampler(data, seed=0, workers=2, batch_size=64))
+        for batch in ring.batches(loader):   # dicts of tensors, the fields of TrainingSet.batch
+            ...
+
+    Each worker owns ``hold + prefetch`` slots of one shared uint8 tensor (made at the first ``batches`` call,
+    before the workers start) and reads a batch straight into its next slot (:meth:`TrainingSet.batch_into`)
+    once the main process has released it; the loader carries only (worker, slot, size).
+
+    Lifetime: a batch's tensors are views of its slot and stay valid until ``hold`` more batches are asked
+    for; ``.clone()`` what must live longer. Leaving an epoch early (``break``) skips its remaining batches
+    without reading them and frees every slot, so the next epoch starts clean (persistent workers or not);
+    the batches of the epoch left stay valid until the next epoch asks for its first. Works with workers
+    started by fork, spawn or forkserver."""
+
+    def __init__(self, data: TrainingSet, workers: int, batch_size: int, hold: int = 1, prefetch: int = 2):
+        if workers < 1 or batch_size < 1 or hold < 1 or prefetch < 0:
+            raise ValueError(f"workers, batch_size and hold must be at least 1 and prefetch at least 0, not "
+                             f"{workers}, {batch_size}, {hold} and {prefetch}")
+        self.data, self.workers, self.batch_size, self.hold = data, int(workers), int(batch_size), int(hold)
+        self.slots = self.hold + int(prefetch)   # per worker: the held batches and the loader's prefetched ones
+        self._ring: tuple[Any, list[Any], Any] | None = None   # (slots tensor, a semaphore per worker, "left" event)
+        self._method: str | None = None   # the start method the ring's semaphores were made for
+        self._open = False   # an epoch's batches() is running
+        self._written = 0   # batches this process has written (a worker's count, in its own copy)
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, indices: list[int]) -> tuple[int, int, int] | None:
+        """Read batch ``indices`` into this worker's next free slot: (worker, slot, size), or None when the
+        epoch was left (nothing read)."""
+        from torch.utils.data import get_worker_info
+
+        if self._ring is None:
+            raise RuntimeError("a SharedBatchRing is read through ring.batches(loader), not by iterating the loader")
+        if len(indices) > self.batch_size:
+            raise ValueError(f"a batch of {len(indices)} does not fit a ring of batches of {self.batch_size}")
+        slots, semaphores, left = self._ring
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        while not left.is_set():
+            if semaphores[worker].acquire(timeout=0.05):   # else the slot's last batch is still held
+                slot = worker * self.slots + self._written % self.slots
+                try:
+                    self.data.batch_into(indices, slots[slot].numpy())
+                except BaseException:   # nothing handed over: the slot stays this worker's next
+                    semaphores[worker].release()
+                    raise
+                self._written += 1
+                return worker, slot, len(indices)
+        return None
+
+    @staticmethod
+    def collate(item: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
+        """The loader's ``collate_fn``: the (worker, slot, size) triple as it is."""
+        return item
+
+    def batches(self, loader: Any) -> Iterator[dict[str, Any]]:
+        """One epoch of ``loader`` (a DataLoader over this ring) as dicts of tensors viewing the ring's slots."""
+        import multiprocessing
+
+        import torch
+
+        if loader.dataset is not self or loader.batch_size is not None:
+            raise ValueError("ring.batches takes DataLoader(ring, batch_size=None, sampler=ChunkBatchSampler(...), "
+                             "collate_fn=ring.collate)")
+        if max(loader.num_workers, 1) != self.workers:
+            raise ValueError(f"the ring was made for {self.workers} workers, the loader has {loader.num_workers}")
+        if self._open:
+            raise RuntimeError("the previous epoch's ring.batches(...) is still open: finish it or close() it first")
+        context = loader.multiprocessing_context or multiprocessing.get_context()
+        if self._ring is None:
+            nbytes = self.data.batch_bytes(self.batch_size)
+            slots = torch.empty((self.workers * self.slots, nbytes), dtype=torch.uint8).share_memory_()
+            self._ring = (slots, [context.Semaphore(self.slots) for _ in range(self.workers)], context.Event())
+            self._method = context.get_start_method()
+        elif context.get_start_method() != self._method:
+            raise ValueError(f"the ring's semaphores were made for workers started by {self._method}, the loader "
+                             f"starts them by {context.get_start_method()}: make a new SharedBatchRing")
+        slots, semaphores, left = self._ring
+        self._open, end = True, object()
+        held: deque[int] = deque()
+        iterator = iter(loader)   # starts the workers (or resumes persistent ones): they hold the ring
+        try:
+            while True:
+                while len(held) >= self.hold:   # asking for a batch releases the one taken ``hold`` batches ago
+                    semaphores[held.popleft()].release()
+                item = next(iterator, end)
+                if item is end:
+                    break
+                worker, slot, size = item
+                held.append(worker)
+                yield {name: torch.from_numpy(view)
+                       for name, view in self.data.batch_views(size, slots[slot].numpy()).items()}
+        except GeneratorExit:   # the epoch was left: its remaining batches come back unread, their slots free
+            left.set()
+            for rest in iterator:
+                if rest is not None:
+                    semaphores[rest[0]].release()
+            left.clear()
+            raise
+        finally:
+            for worker in held:
+                semaphores[worker].release()
+            self._open = False
