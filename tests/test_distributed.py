@@ -13,13 +13,16 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
+from jumpnet_stream.build.execute import weigh
 from jumpnet_stream.formats import partial_path
 from jumpnet_stream.formats.output import land
+from jumpnet_stream.stages.merge import merge
 from jumpnet_stream.synth import make_recording
 
 distributed = pytest.importorskip("distributed")
@@ -80,6 +83,26 @@ def test_local_workers_give_the_same_bytes(recorded, workers):
     report, digests = build_as(root, f"workers-{workers}", "--workers", str(workers))
     assert digests == reference
     assert report["accounting"] == serial["accounting"] and sorted(report["ran"]) == sorted(serial["ran"])
+
+
+def test_a_set_of_several_chunk_ranges_is_written_by_several_tasks_in_the_sequential_writers_bytes(tmp_path):
+    """More samples than one range of whole chunks of every field (4096 rows): the shuffled set is written by
+    a task per range on 2 workers, and its files are those of merge's one shuffled writer (small captures,
+    so the set stays about 10 MB)."""
+    make_recording(tmp_path / "in", name="long", seconds=240, keys=("w",), seed=3, capture=32, folders=True)
+    result = run_cli("build", "in", "-o", "out", "--negatives", "4200", "--multiplier", "1", "--no-legacy",
+                     "--workers", "2", cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "manifest.json") as f:
+        counts = json.load(f)["stages"]["dataset"]["counts"]
+    assert counts["samples"] > 4096 and counts["range_tasks"] == -(-counts["samples"] // 4096) >= 2
+    work = tmp_path / "out" / "work"
+    inputs = sorted(str(p) for p in work.glob("augmented-*.zarr")) + sorted(str(p) for p in work.glob("negatives-*"))
+    merge(inputs, tmp_path / "sequential.zarr", shuffle=True, seed=42,
+          transform=partial(weigh, weights=counts["class_weights"]))
+    files = [{str(path.relative_to(store)): path.read_bytes() for path in store.rglob("*") if path.is_file()}
+             for store in (tmp_path / "sequential.zarr", tmp_path / "out" / "dataset.zarr")]
+    assert len(files[0]) > 20 and files[0] == files[1]
 
 
 def test_a_build_on_local_workers_stopped_by_sigterm_leaves_nothing_half_written(recorded, tmp_path):

@@ -17,7 +17,7 @@ from jumpnet_stream import Chunk, JumpnetError, create_dataset, open_dataset
 from jumpnet_stream.formats import FORMATS, extensions, format_of
 from jumpnet_stream.formats.hdf5 import H5Options
 from jumpnet_stream.formats.legacy_npz import LegacyOptions
-from jumpnet_stream.formats.zarr_store import ZarrOptions
+from jumpnet_stream.formats.zarr_store import ZarrDatasetWriter, ZarrOptions
 from jumpnet_stream.schema import BY_NAME, FIELDS
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*the seed's hold vector suits:UserWarning")
@@ -283,3 +283,36 @@ class TestColumnarNpzDeflated(FormatContract):
         spent = bytes_read() - before
         self.check_equal(got, Chunk.concat(chunks).take(positions), path)
         assert spent < 1.5 * path.stat().st_size, f"{spent} bytes read for a file of {path.stat().st_size}"
+
+
+@pytest.mark.parametrize("codec", ["zstd", "lz4"])
+def test_writers_of_disjoint_ranges_write_the_one_writers_bytes(tmp_path, codec):
+    """A store sized first (allocate) and filled by one writer per range of whole chunks of every field, in
+    any order, holds the files one writer appending every row writes (the build's range tasks)."""
+    total = 9000
+    images = np.random.default_rng(0).integers(0, 256, (total, 8, 8, 3), dtype=np.uint8)
+
+    def chunks(start: int, stop: int):
+        for at in range(start, stop, 300):  # pieces that straddle the chunks' edges
+            rows = np.arange(at, min(stop, at + 300))
+            yield Chunk({"image": images[rows], "label": (rows % 3 == 0).astype(np.float32), "frame_index": rows})
+
+    one = ZarrDatasetWriter(tmp_path / "one", ["w"], (8, 8, 3), codec=codec)
+    for chunk in chunks(0, total):
+        one.write(chunk)
+    one.finish([])
+    sized = ZarrDatasetWriter(tmp_path / "ranges", ["w"], (8, 8, 3), codec=codec)
+    sized.allocate(total)
+    starts = list(range(0, total, sized.whole_rows))
+    assert sized.whole_rows == 4096 and len(starts) == 3
+    for start in reversed(starts):
+        writer = ZarrDatasetWriter(sized.path, ["w"], start=start)
+        for chunk in chunks(start, min(total, start + sized.whole_rows)):
+            writer.write(chunk)
+        writer.finish_range()
+    sized.finish([])
+    files = [{str(p.relative_to(store)): p.read_bytes() for p in store.rglob("*") if p.is_file()}
+             for store in (tmp_path / "one", tmp_path / "ranges")]
+    assert len(files[0]) > 150 and files[0] == files[1]
+    with pytest.raises(ValueError, match="multiple of 4096"):
+        ZarrDatasetWriter(sized.path, ["w"], start=64)

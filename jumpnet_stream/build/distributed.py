@@ -2,9 +2,9 @@
 ``tcp://host:8786``) or of a ``LocalCluster`` of worker processes on this machine (``workers``).
 
 The driver (the process that called :func:`~jumpnet_stream.build.build`) plans, chooses the negatives and
-writes the manifest; every stage spec, every input's hash and every recording's survey runs as a task on a
-worker, which writes its output into the shared output folder under a name of its own (host and pid) and
-renames it into place. Imported only when a cluster is asked for: a build without one imports no Dask.
+writes the manifest; every stage spec (the shuffled set's: its spool and its ranges of chunks), every
+input's hash and every recording's survey runs as a task on a worker, which writes its output into the
+shared output folder under a name of its own (host and pid) and renames it into place. Imported only when a cluster is asked for: a build without one imports no Dask.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Running a build's stage specs: one function per kind of stage (module level, so any process can run a
-spec: :func:`run_spec`), the survey of a recording that the negatives' choice needs, and the executor that
-runs specs in order, reuses what an earlier run finished with the same fingerprint, and is the only writer
-of the manifest."""
+spec: :func:`run_spec`; the shuffled set's runs on the driver and fans its work out as tasks of their own),
+the survey of a recording that the negatives' choice needs, and the executor that runs specs in order,
+reuses what an earlier run finished with the same fingerprint, and is the only writer of the manifest."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 
 from ..chunk import Chunk, keep_rows
 from ..errors import JumpnetError
-from ..formats import disk_size, open_dataset
+from ..formats import create_dataset, disk_size, open_dataset, partial_path, remove_output
+from ..formats.zarr_store import ZarrDatasetWriter
 from ..history import attach
 from ..pipeline import return_large_buffers_to_os, trim_heap
 from ..quality import audit
@@ -22,7 +23,7 @@ from ..runner import described, run_stage
 from ..sampling import Frames
 from ..stages.augment import AugmentOptions, augment
 from ..stages.export import export
-from ..stages.merge import merge, merged_chunks, union_keys
+from ..stages.merge import RowSpool, merge_counts, merge_record, merged_chunks, open_inputs, permutation, union_keys
 from ..stages.frames import recording_frames
 from ..stages.negatives import check_fits, held
 from ..stages.preprocess import preprocess
@@ -115,30 +116,83 @@ def class_weights(counts: dict[str, dict[float, int]]) -> dict[str, dict[str, fl
     return weights
 
 
-def _dataset(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
+def weigh(chunk: Chunk, weights: dict[str, dict[str, float]]) -> Chunk:
+    """``chunk`` with each sample's ``weight``: its class's in its split (:func:`class_weights`)."""
+    table = {(split, label): weights[split]["positive" if label else "negative"] for split in weights
+             for label in (0.0, 1.0)}
+    values = np.array([table[(str(s), float(l))] for s, l in zip(chunk["split"], chunk["label"])], np.float32)
+    return Chunk({**chunk.columns, "weight": values})
+
+
+def spool_set(inputs: list[str], exclude: str | None, spool: str) -> dict[str, Any]:
+    """The shuffled set's first task: its inputs' rows (keys remapped to their union, marked samples left out)
+    into a row spool at ``spool`` that every range task reads (a shared folder), and what the driver needs:
+    the rows' number, keys and image shape, their class counts and the store's provenance record."""
+    datasets, report, chunks, image_shape = open_inputs(inputs, exclude=exclude)
+    counts = class_counts(datasets, exclude)
+    remove_output(spool)  # what an earlier run of this task left (its worker died)
+    rows = RowSpool("", len(report.keys), path=spool)
+    try:
+        for chunk in chunks:
+            rows.append(chunk)
+        rows.seal()
+    finally:
+        rows.close()
+    return {"report": report, "provenances": [d.provenance for d in datasets], "image_shape": image_shape,
+            "counts": counts}
+
+
+def write_range(spool: str, store: str, keys: list[str], seed: int, total: int, start: int, stop: int,
+                weights: dict[str, dict[str, float]]) -> int:
+    """A range task of the shuffled set: rows ``start`` to ``stop`` of the seeded permutation of the spool's
+    rows, weighted, into the chunk files of those rows of ``store`` (sized by the driver). Run twice, it
+    writes the same files again."""
+    rows = RowSpool.load(spool)
+    try:
+        writer = ZarrDatasetWriter(store, keys, start=start)
+        for chunk in rows.rows(permutation(total, seed)[start:stop]):
+            writer.write(weigh(chunk, weights))
+        writer.finish_range()
+    finally:
+        rows.close()
+    return stop - start
+
+
+def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str, Any]:
+    """The shuffled set, run by the driver as tasks of ``pool``: the spool of its rows, then one task per range
+    of whole chunks of every field (each chunk file written by one task), then the store's attributes, landed."""
     out = os.path.join(folder, spec.output)
     inputs = [os.path.join(folder, p) for p in spec.paths["inputs"]]
-    exclude = spec.paths.get("exclude")
-    counts = class_counts([open_dataset(p) for p in inputs], exclude)
-    weights = class_weights(counts)
-
-    def weighted(chunk: Chunk) -> Chunk:
-        table = {(split, label): weights[split]["positive" if label else "negative"] for split in weights
-                 for label in (0.0, 1.0)}
-        values = np.array([table[(str(s), float(l))] for s, l in zip(chunk["split"], chunk["label"])], np.float32)
-        return Chunk({**chunk.columns, "weight": values})
-
-    result = merge(inputs, out, shuffle=True, seed=spec.parameters["seed"], overwrite=True, quiet=quiet,
-                   transform=weighted, exclude=exclude)
+    exclude, seed = spec.paths.get("exclude"), spec.parameters["seed"]
+    spool = partial_path(os.path.join(folder, "work", "dataset-rows"))
+    try:
+        found = dict(pool(spool_set, [("dataset rows", (inputs, exclude, spool))]))[0]
+        report, counts = found["report"], found["counts"]
+        weights = class_weights(counts)
+        with create_dataset(out, report.keys, image_shape=found["image_shape"], overwrite=True) as writer:
+            writer.allocate(report.total)
+            step = writer.whole_rows
+            tasks = [(f"dataset rows {start}-{min(start + step, report.total)}",
+                      (spool, writer.path, report.keys, seed, report.total, start, min(start + step, report.total),
+                       weights)) for start in range(0, report.total, step)]
+            report.written = sum(written for _, written in pool(write_range, tasks))
+            ranges = len(tasks)
+            parameters, history_inputs = merge_record(report, found["provenances"], True, seed, exclude)
+            writer.provenance = [{"stage": "merge", "parameters": parameters, "inputs": history_inputs,
+                                  "counts": merge_counts(report, exclude)}]
+    finally:
+        remove_output(spool)
     history = {}
     if "history" in spec.parameters:
         count, stride = spec.parameters["history"]
-        stored = attach(out, [os.path.join(folder, p) for p in spec.paths["history"]], count, stride)
+        paths = [os.path.join(folder, p) for p in spec.paths["history"]]
+        stored = dict(pool(attach, [("dataset history", (out, paths, count, stride))]))[0]
         history = {"history": {"frames": count, "stride": stride, "stored": stored}}
     splits = {split: {"positives": counts[split][1.0], "negatives": counts[split][0.0]} for split in sorted(counts)}
-    excluded = {"excluded_marked": result.excluded} if exclude else {}
-    return {"samples": result.written, "keys": result.keys, "image_shape": list(open_dataset(out).image_shape),
-            "bytes": disk_size(out), "splits": splits, "class_weights": weights, **excluded, **history}
+    excluded = {"excluded_marked": report.excluded} if exclude else {}
+    return {"samples": report.written, "keys": report.keys, "image_shape": list(open_dataset(out).image_shape),
+            "bytes": disk_size(out), "splits": splits, "class_weights": weights, "range_tasks": ranges,
+            **excluded, **history}
 
 
 def _audit(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
@@ -155,11 +209,16 @@ def _final(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
 
 STAGES: dict[str, Callable[[StageSpec, str, bool], dict[str, Any]]] = {
     "preprocess": _preprocess, "frames": _frames, "positives": _positives, "augment": _augment,
-    "dataset": _dataset, "audit": _audit, "final": _final}
+    "audit": _audit, "final": _final}
+#: Stages the driver runs, as tasks of its pool (of their own: :func:`_dataset`).
+FANNED: dict[str, Callable[[StageSpec, str, bool, Pool], dict[str, Any]]] = {"dataset": _dataset}
 
 
-def run_spec(spec: StageSpec, folder: str, quiet: bool = True) -> dict[str, Any]:
-    """Run one stage spec into ``folder`` (its output lands atomically); returns its counts."""
+def run_spec(spec: StageSpec, folder: str, quiet: bool = True, pool: Pool | None = None) -> dict[str, Any]:
+    """Run one stage spec into ``folder`` (its output lands atomically); returns its counts. A stage of
+    :data:`FANNED` runs its tasks on ``pool`` (in this process without one)."""
+    if spec.kind in FANNED:
+        return FANNED[spec.kind](spec, folder, quiet, pool or in_process)
     return STAGES[spec.kind](spec, folder, quiet)
 
 
@@ -211,16 +270,16 @@ def waves(specs: list[StageSpec]) -> Iterator[list[StageSpec]]:
         yield wave
 
 
-def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[], Any] | None
-             ) -> tuple[dict[str, Any] | None, float | None, Any, Exception | None]:
+def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[], Any] | None,
+             pool: Pool | None = None) -> tuple[dict[str, Any] | None, float | None, Any, Exception | None]:
     """One task of a build: ``spec`` (None when it is reused), then ``then``; the spec's counts and wall time,
     what ``then`` returned, and the error ``then`` raised once the spec's output had landed (so the executor
-    records the spec before it raises the error)."""
+    records the spec before it raises the error). ``pool``: where a stage of :data:`FANNED` runs its tasks."""
     return_large_buffers_to_os()  # as the command line does (a Dask worker is a process of its own)
     counts = seconds = None
     if spec is not None:
         start = time.perf_counter()
-        counts = run_spec(spec, folder, quiet)
+        counts = run_spec(spec, folder, quiet, pool)
         seconds = round(time.perf_counter() - start, 3)
     try:
         return counts, seconds, then() if then is not None else None, None
@@ -292,7 +351,7 @@ class Executor:
                 self.manifest.start(spec.name)
             tasks.append((spec.name, (None if done else spec, self.folder, self.quiet, follow)))
         results: list[Any] = [None] * len(specs)
-        for index, (counts, seconds, result, error) in self.pool(run_task, tasks):
+        for index, (counts, seconds, result, error) in self._run(specs, tasks):
             spec = specs[index]
             if counts is not None:
                 self.counts[spec.name], self.seconds[spec.name] = counts, seconds
@@ -306,6 +365,16 @@ class Executor:
             results[index] = result
             self.bar.update(1)
         return results
+
+    def _run(self, specs: list[StageSpec], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
+        """The tasks' results as they finish: a stage of :data:`FANNED` run here, in the driver (its own
+        tasks go to the pool), the others as tasks of the pool."""
+        here = [index for index, spec in enumerate(specs) if spec.kind in FANNED]
+        there = [index for index in range(len(specs)) if index not in here]
+        for index in here:
+            yield index, run_task(*tasks[index][1], self.pool)
+        for at, result in self.pool(run_task, [tasks[index] for index in there]) if there else ():
+            yield there[at], result
 
     def output(self, spec: StageSpec) -> str:
         return os.path.join(self.folder, spec.output)

@@ -39,6 +39,7 @@ from ..errors import JumpnetError
 from ..schema import BY_NAME, SCHEMA, complete
 from .base import DatasetReader, DatasetSpec, Format, register
 from .checks import check_columns, check_keys, chunk_rows, missing_fields
+from .output import partial_path
 
 IMAGE_ROWS = 64
 SCALAR_ROWS = 4096
@@ -72,13 +73,16 @@ class ZarrDatasetWriter:
     reader refuses beyond): 434 of 227x227, 10 of 1920x1080."""
 
     def __init__(self, path: str | os.PathLike, keys: list[str], image_shape: tuple[int, int, int] | None = None,
-                 *, level: int = 1, image_rows: int = IMAGE_ROWS, codec: str = "zstd"):
+                 *, level: int = 1, image_rows: int = IMAGE_ROWS, codec: str = "zstd", start: int | None = None):
+        """``start``: write rows from there on into the arrays of a store that :meth:`allocate` sized (one
+        of several writers of disjoint ranges of whole chunks: :attr:`whole_rows`); :meth:`finish_range`
+        ends it."""
         self.image_rows = image_rows
         self.path = os.fspath(path)
         self.keys = list(keys)
         self._image_shape = image_shape
         self._level = level
-        self._group = zarr.open_group(self.path, mode="w-", zarr_format=3)
+        self._group = zarr.open_group(self.path, mode="w-" if start is None else "r+", zarr_format=3)
         self._arrays: dict[str, zarr.Array] = {}
         self._pending: list[Chunk] = []
         self._pending_rows = 0
@@ -88,6 +92,31 @@ class ZarrDatasetWriter:
         self._small_rows = 0
         self._codec = codec
         self._encoder = Zstd(level=level) if codec == "zstd" else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
+        if start is not None:
+            self._arrays = {field.name: self._group[field.name].with_config(_ARRAY_CONFIG) for field in SCHEMA}
+            self.image_rows = self._arrays["image"].chunks[0]
+            stored = self._arrays["image"].metadata.codecs[-1].to_dict()  # the images' codec, as allocated
+            self._encoder = Zstd(level=stored["configuration"]["level"]) if stored["name"] == "zstd" \
+                else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
+            if start % self.whole_rows:
+                raise ValueError(f"a range writer starts at a multiple of {self.whole_rows} rows, not at {start}")
+            self._flushed, self._capacity = start, self._arrays["image"].shape[0]
+
+    @property
+    def whole_rows(self) -> int:
+        """The fewest rows that are whole chunks of every field (ranges of writers that share no chunk)."""
+        return math.lcm(self.image_rows, SCALAR_ROWS)
+
+    def allocate(self, rows: int) -> None:
+        """The arrays made with their final ``rows``, for writers of disjoint ranges (``start``) to fill:
+        :meth:`finish` then writes only the attributes."""
+        self._create(self._image_shape or (227, 227, 3))
+        self._resize(rows)
+        self._flushed = rows
+
+    def finish_range(self) -> None:
+        """The last rows of a range writer's range written (its last chunks, whole or at the store's end)."""
+        self._flush(whole_chunks_only=False)
 
     def _create(self, image_shape: tuple[int, int, int]) -> None:
         self.image_rows = chunk_rows(self.image_rows, math.prod(image_shape))
@@ -163,8 +192,11 @@ class ZarrDatasetWriter:
         for offset in range(0, len(images), self.image_rows):
             block = np.ascontiguousarray(images[offset:offset + self.image_rows])
             index = (start + offset) // self.image_rows
-            with open(os.path.join(folder, f"c.{index}.0.0.0"), "wb") as f:
+            name = os.path.join(folder, f"c.{index}.0.0.0")
+            temp = partial_path(name)  # then renamed: a chunk file is whole, or absent (a task may run twice)
+            with open(temp, "wb") as f:
                 f.write(_encode(self._encoder, block))
+            os.replace(temp, name)
 
     def _resize(self, rows: int) -> None:
         for array in self._arrays.values():

@@ -9,6 +9,7 @@ written in permuted order, each row read back on its own.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from array import array
@@ -32,6 +33,7 @@ class MergeReport:
     inputs: list[dict] = field(default_factory=list)
     written: int = 0
     excluded: int = 0  # samples a marks file (``exclude``) left out
+    total: int = 0     # samples to merge (the inputs' less those left out)
 
 
 def union_keys(key_lists: list[list[str]]) -> list[str]:
@@ -60,22 +62,60 @@ def merged_chunks(datasets: list[DatasetReader], union: list[str]) -> Iterator[C
             yield remap_keys(chunk, dataset.keys, union)
 
 
+def _record(keys: int) -> np.dtype:
+    """A spooled row's small fields as one record (text as codes)."""
+    return np.dtype([(f.name, "<u4" if f.text else f.numpy_dtype(), f.per_sample(keys, ())) for f in SCHEMA[1:]])
+
+
 class RowSpool:
     """Rows appended once and read back in any order, in temporary files beside the output: per row, its
     small fields as one fixed-size record (text as codes into a table of the distinct values, a handful:
     phases and recording names) followed by its image, LZ4-compressed (read back once, soon: measured on
     game frames, 3x faster to write and 5x to read than zstd-1, for a file 1.2x larger); each row's offset
-    in a file of its own. Memory: a chunk's rows, whatever the images' or the rows' number."""
+    in a file of its own. Memory: a chunk's rows, whatever the images' or the rows' number.
 
-    def __init__(self, folder: str, keys: int):
-        self._file = tempfile.TemporaryFile(dir=folder)
-        self._index = tempfile.TemporaryFile(dir=folder)  # each row's offset, 8 bytes; then the end's
+    With ``path``, the files are a directory of that name instead, which :meth:`seal` completes and
+    :meth:`load` opens in any process (the build's range tasks read one spool on several workers)."""
+
+    def __init__(self, folder: str, keys: int, path: str | None = None):
+        if path is None:
+            self._file, self._index = tempfile.TemporaryFile(dir=folder), tempfile.TemporaryFile(dir=folder)
+        else:
+            os.makedirs(path)
+            self._file, self._index = open(os.path.join(path, "rows"), "w+b"), open(os.path.join(path, "index"), "w+b")
+        self.path, self.keys = path, keys
         self._codec = LZ4()
         self._end = 0
-        self._record = np.dtype([(f.name, "<u4" if f.text else f.numpy_dtype(), f.per_sample(keys, ()))
-                                 for f in SCHEMA[1:]])
+        self._sealed = False
+        self._record = _record(keys)
         self._codes: dict[str, dict[str, int]] = {f.name: {} for f in SCHEMA if f.text}
         self.image_shape: tuple[int, ...] | None = None
+
+    def seal(self) -> None:
+        """No more rows: the end's offset written (and, for a spool at a path, what :meth:`load` needs)."""
+        if self._sealed:
+            return
+        self._index.write(array("q", [self._end]).tobytes())
+        self._file.flush()
+        self._index.flush()
+        self._sealed = True
+        if self.path is not None:
+            with open(os.path.join(self.path, "spool.json"), "w") as f:
+                json.dump({"keys": self.keys, "image_shape": self.image_shape,
+                           "codes": {name: list(table) for name, table in self._codes.items()}}, f)
+
+    @classmethod
+    def load(cls, path: str) -> "RowSpool":
+        """A sealed spool at ``path``, opened for reading."""
+        with open(os.path.join(path, "spool.json")) as f:
+            meta = json.load(f)
+        spool = cls.__new__(cls)
+        spool.path, spool.keys, spool._codec, spool._sealed = path, meta["keys"], LZ4(), True
+        spool._file, spool._index = open(os.path.join(path, "rows"), "rb"), open(os.path.join(path, "index"), "rb")
+        spool._record = _record(spool.keys)
+        spool._codes = {name: {value: i for i, value in enumerate(table)} for name, table in meta["codes"].items()}
+        spool.image_shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
+        return spool
 
     def append(self, chunk: Chunk) -> None:
         self.image_shape = self.image_shape or chunk["image"].shape[1:]
@@ -96,9 +136,7 @@ class RowSpool:
 
     def rows(self, order: np.ndarray, rows: int = DEFAULT_ROWS) -> Iterator[Chunk]:
         """The rows in ``order``, ``rows`` at a time (each read back on its own)."""
-        self._index.write(array("q", [self._end]).tobytes())
-        self._file.flush()
-        self._index.flush()
+        self.seal()
         descriptor, index, size = self._file.fileno(), self._index.fileno(), self._record.itemsize
         texts = {name: np.array(list(table), dtype=str) for name, table in self._codes.items()}
         for start in range(0, len(order), rows):
@@ -142,18 +180,14 @@ def shuffled(chunks: Iterable[Chunk], total: int, seed: int, folder: str, keys: 
         spool.close()
 
 
-def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
-          keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True,
-          transform: Callable[[Chunk], Chunk] | None = None,
-          exclude: str | os.PathLike | None = None) -> MergeReport:
-    """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
-    ``keys`` names the keys of inputs that hold none (the original scripts' .npz files); ``transform`` is
-    applied to every chunk before it is written (the build sets each sample's weight with it); the
-    samples a marks file ``exclude`` names are left out (before the shuffle: the rest keep their order)."""
+def open_inputs(inputs: list[str | os.PathLike], keys: list[str] | None = None,
+                exclude: str | os.PathLike | None = None
+                ) -> tuple[list[DatasetReader], MergeReport, Iterator[Chunk], tuple[int, ...] | None]:
+    """A merge's inputs opened (``keys``: see :func:`merge`): the datasets, a report of their keys' union,
+    the samples left out and the rows to merge, those rows' chunks (keys remapped to the union, the samples a
+    marks file ``exclude`` names left out) and their image shape (None if they hold no sample)."""
     if not inputs:
         raise JumpnetError(None, "merge needs at least one input")
-    output = os.fspath(output)
-    check_output(output, overwrite, inputs=inputs)
     datasets = [open_dataset(path, keys=keys) for path in inputs]
     union = union_keys([d.keys for d in datasets])
     shapes = {tuple(d.image_shape) for d in datasets if len(d)}
@@ -169,7 +203,37 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
         marks = load_marks(exclude)
         report.excluded = sum(count_marked(d, marks)[1] for d in datasets)
         chunks = drop_marked(chunks, marks, [0])
-    total = sum(len(d) for d in datasets) - report.excluded
+    report.total = sum(len(d) for d in datasets) - report.excluded
+    return datasets, report, chunks, shapes.pop() if shapes else None
+
+
+def merge_record(report: MergeReport, provenances: list[list[dict]], shuffle: bool, seed: int,
+                 exclude: str | os.PathLike | None) -> tuple[dict, list[dict]]:
+    """A merge's parameters and inputs (with each input's ``provenances``), as its provenance record names
+    them."""
+    parameters = {"shuffle": shuffle, "seed": seed if shuffle else None,
+                  **({"exclude": described(os.fspath(exclude))} if exclude is not None else {})}
+    return parameters, [{**entry, "provenance": p} for entry, p in zip(report.inputs, provenances)]
+
+
+def merge_counts(report: MergeReport, exclude: str | os.PathLike | None) -> dict:
+    """A merge's counts, as its provenance record gives them."""
+    return {"samples": report.written, "keys": report.keys,
+            **({"excluded_marked": report.excluded} if exclude else {})}
+
+
+def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle: bool = False, seed: int = 42,
+          keys: list[str] | None = None, overwrite: bool = False, quiet: bool = True,
+          transform: Callable[[Chunk], Chunk] | None = None,
+          exclude: str | os.PathLike | None = None) -> MergeReport:
+    """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
+    ``keys`` names the keys of inputs that hold none (the original scripts' .npz files); ``transform`` is
+    applied to every chunk before it is written (the build sets each sample's weight with it); the
+    samples a marks file ``exclude`` names are left out (before the shuffle: the rest keep their order)."""
+    output = os.fspath(output)
+    check_output(output, overwrite, inputs=inputs)
+    datasets, report, chunks, image_shape = open_inputs(inputs, keys, exclude)
+    union, total = report.keys, report.total
     bar = progress_bar(total, f"merge -> {os.path.basename(output)}", unit="sample", quiet=quiet)
     if shuffle:
         def spooled(n: int) -> None:
@@ -185,13 +249,10 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
 
     def counts(rows: int) -> dict:
         report.written = rows
-        return {"samples": rows, "keys": union, **({"excluded_marked": report.excluded} if exclude else {})}
+        return merge_counts(report, exclude)
 
-    history_inputs = [{**entry, "provenance": d.provenance} for entry, d in zip(report.inputs, datasets)]
-    run_stage(chunks, output, keys=union, stage="merge",
-              parameters={"shuffle": shuffle, "seed": seed if shuffle else None,
-                          **({"exclude": described(os.fspath(exclude))} if exclude is not None else {})},
-              inputs=history_inputs,
-              counts=counts, bar=bar, image_shape=shapes.pop() if shapes else None,
+    parameters, history_inputs = merge_record(report, [d.provenance for d in datasets], shuffle, seed, exclude)
+    run_stage(chunks, output, keys=union, stage="merge", parameters=parameters, inputs=history_inputs,
+              counts=counts, bar=bar, image_shape=image_shape,
               jump_key=jump_key([{"inputs": history_inputs}]), overwrite=overwrite)
     return report
