@@ -161,8 +161,10 @@ def test_a_scheduler_and_workers_started_by_hand_give_the_same_bytes(recorded, c
     assert digests == reference and report["accounting"] == serial["accounting"]
     peaks = [usage.ru_maxrss / 1024 for usage in client.run(resource.getrusage, resource.RUSAGE_SELF).values()]
     # MB, each worker, the libraries (about 170 MB, and 45 MB of numba's once it loads a kernel) included:
-    # measured 247-258 here over runs, 278 for a recording of an hour (README)
-    assert len(peaks) == 2 and max(peaks) < 300, peaks
+    # measured 247-258 here over runs, 282 for a recording of an hour (README); but 335-350 in a virtual
+    # environment installed moments before (as CI's): its libraries' files are all in the page cache, and the
+    # kernel maps more of each per page fault (importing llvmlite.binding: 114 MB of RSS, 54 MB otherwise)
+    assert len(peaks) == 2 and max(peaks) < 380, peaks
 
 
 def test_a_worker_killed_mid_task_is_replaced_and_the_bytes_are_the_same(recorded, cluster):
