@@ -28,7 +28,6 @@ from ..stages.frames import recording_frames
 from ..stages.negatives import check_fits, held
 from ..stages.preprocess import preprocess
 from ..video import Video
-from ..viewer.marks import IDENTITY, load_marks, marked_rows
 from .inputs import BuildOptions
 from .manifest import InputHashes, Manifest, fingerprint
 from .plan import StageSpec
@@ -88,24 +87,18 @@ def _augment(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
                           AugmentOptions(**spec.parameters), overwrite=True, quiet=quiet))
 
 
-def class_counts(datasets: list[Any], exclude: str | None = None) -> dict[str, dict[float, int]]:
-    """Per split (in the order first met), how many samples of each class (label 0.0, 1.0) the datasets hold,
-    leaving out those a marks file ``exclude`` names; counted a block of rows at a time."""
-    counts: dict[str, dict[float, int]] = {}
-    marks = load_marks(exclude) if exclude else None
-    for dataset in datasets:
-        for _, block in dataset.column_blocks(["split", "label", *IDENTITY] if exclude else ["split", "label"]):
-            keep = ~marked_rows(block, marks) if marks is not None else slice(None)
-            splits, labels = block["split"][keep], block["label"][keep]
-            for split in dict.fromkeys(splits.tolist()):  # in the order first met, as a row-by-row count
-                by_class = counts.setdefault(str(split), {0.0: 0, 1.0: 0})
-                for label in by_class:
-                    by_class[label] += int(np.count_nonzero((splits == split) & (labels == label)))
-    return counts
+def count_classes(counts: dict[str, dict[float, int]], chunk: Chunk) -> None:
+    """Add ``chunk``'s samples to ``counts``: per split (in the order first met), how many of each class
+    (label 0.0, 1.0)."""
+    splits, labels = chunk["split"], chunk["label"]
+    for split in dict.fromkeys(splits.tolist()):  # in the order first met, as a row-by-row count
+        by_class = counts.setdefault(str(split), {0.0: 0, 1.0: 0})
+        for label in by_class:
+            by_class[label] += int(np.count_nonzero((splits == split) & (labels == label)))
 
 
 def class_weights(counts: dict[str, dict[float, int]]) -> dict[str, dict[str, float]]:
-    """Per split, each class's weight from :func:`class_counts`: inverse frequency, ``samples / (2 x samples
+    """Per split, each class's weight from :func:`count_classes`' counts: inverse frequency, ``samples / (2 x samples
     of the class)``, so both classes weigh the same in total (1 where a split has one class only)."""
     weights = {}
     for split, by_class in counts.items():
@@ -129,12 +122,13 @@ def spool_set(inputs: list[str], exclude: str | None, spool: str) -> dict[str, A
     into a row spool at ``spool`` that every range task reads (a shared folder), and what the driver needs:
     the rows' number, keys and image shape, their class counts and the store's provenance record."""
     datasets, report, chunks, image_shape = open_inputs(inputs, exclude=exclude)
-    counts = class_counts(datasets, exclude)
+    counts: dict[str, dict[float, int]] = {}
     remove_output(spool)  # what an earlier run of this task left (its worker died)
     rows = RowSpool("", len(report.keys), path=spool)
     try:
-        for chunk in chunks:
+        for chunk in chunks:  # the marked samples already left out
             rows.append(chunk)
+            count_classes(counts, chunk)
         rows.seal()
     finally:
         rows.close()
@@ -142,20 +136,20 @@ def spool_set(inputs: list[str], exclude: str | None, spool: str) -> dict[str, A
             "counts": counts}
 
 
-def write_range(spool: str, store: str, keys: list[str], seed: int, total: int, start: int, stop: int,
+def write_range(spool: str, store: str, keys: list[str], start: int, order: np.ndarray,
                 weights: dict[str, dict[str, float]]) -> int:
-    """A range task of the shuffled set: rows ``start`` to ``stop`` of the seeded permutation of the spool's
-    rows, weighted, into the chunk files of those rows of ``store`` (sized by the driver). Run twice, it
-    writes the same files again."""
+    """A range task of the shuffled set: the spool's rows ``order`` (rows ``start`` on of the seeded
+    permutation), weighted, into the chunk files of those rows of ``store`` (sized by the driver). Run twice,
+    it writes the same files again."""
     rows = RowSpool.load(spool)
     try:
         writer = ZarrDatasetWriter(store, keys, start=start)
-        for chunk in rows.rows(permutation(total, seed)[start:stop]):
+        for chunk in rows.rows(order):
             writer.write(weigh(chunk, weights))
         writer.finish_range()
     finally:
         rows.close()
-    return stop - start
+    return len(order)
 
 
 def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str, Any]:
@@ -171,10 +165,10 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str,
         weights = class_weights(counts)
         with create_dataset(out, report.keys, image_shape=found["image_shape"], overwrite=True) as writer:
             writer.allocate(report.total)
-            step = writer.whole_rows
+            step, order = writer.whole_rows, permutation(report.total, seed)  # drawn once, a range to each task
             tasks = [(f"dataset rows {start}-{min(start + step, report.total)}",
-                      (spool, writer.path, report.keys, seed, report.total, start, min(start + step, report.total),
-                       weights)) for start in range(0, report.total, step)]
+                      (spool, writer.path, report.keys, start, order[start:start + step], weights))
+                     for start in range(0, report.total, step)]
             report.written = sum(written for _, written in pool(write_range, tasks))
             ranges = len(tasks)
             parameters, history_inputs = merge_record(report, found["provenances"], True, seed, exclude)
