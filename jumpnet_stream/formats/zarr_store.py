@@ -91,13 +91,13 @@ class ZarrDatasetWriter:
         self._small: list[Chunk] = []  # flushed rows' small columns, awaiting a whole 4096-row chunk
         self._small_rows = 0
         self._codec = codec
-        self._encoder = Zstd(level=level) if codec == "zstd" else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
+        self._encoder = _image_encoder(codec, level)
         if start is not None:
             self._arrays = {field.name: self._group[field.name].with_config(_ARRAY_CONFIG) for field in SCHEMA}
             self.image_rows = self._arrays["image"].chunks[0]
             stored = self._arrays["image"].metadata.codecs[-1].to_dict()  # the images' codec, as allocated
-            self._encoder = Zstd(level=stored["configuration"]["level"]) if stored["name"] == "zstd" \
-                else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
+            self._encoder = _image_encoder("zstd" if stored["name"] == "zstd" else "lz4",
+                                           stored.get("configuration", {}).get("level", level))
             if start % self.whole_rows:
                 raise ValueError(f"a range writer starts at a multiple of {self.whole_rows} rows, not at {start}")
             self._flushed, self._capacity = start, self._arrays["image"].shape[0]
@@ -325,6 +325,11 @@ class ZarrDataset(DatasetReader):
         if name not in arrays:
             return super().column(name)
         return _text(arrays[name][:])
+
+
+def _image_encoder(codec: str, level: int) -> Zstd | Blosc:
+    """What compresses image chunks for ``codec`` ("zstd" at ``level``, or "lz4": blosc's, unshuffled)."""
+    return Zstd(level=level) if codec == "zstd" else Blosc(**_LZ4, shuffle=Blosc.NOSHUFFLE)
 
 
 def _encode(encoder: Zstd | Blosc, block: np.ndarray) -> bytes:
