@@ -24,6 +24,7 @@ from jumpnet_stream.formats import partial_path
 from jumpnet_stream.formats.output import land
 from jumpnet_stream.stages.merge import merge
 from jumpnet_stream.synth import make_recording
+from tools.measure import AnonymousPeaks
 
 distributed = pytest.importorskip("distributed")
 
@@ -157,13 +158,16 @@ def cluster(tmp_path_factory):
 def test_a_scheduler_and_workers_started_by_hand_give_the_same_bytes(recorded, cluster):
     root, reference, serial, _ = recorded
     address, client = cluster
-    report, digests = build_as(root, "scheduler", "--scheduler", address)
+    with AnonymousPeaks(client.run(os.getpid).values()) as anonymous:
+        report, digests = build_as(root, "scheduler", "--scheduler", address)
     assert digests == reference and report["accounting"] == serial["accounting"]
+    # MB, each worker: what it allocates (anonymous memory) is the 300 MB promise; 118-128 MB here.
+    assert len(anonymous.peaks) == 2 and 0 < max(anonymous.peaks.values()) < 300, anonymous.peaks
+    # Peak RSS adds the libraries' file pages: measured 247-258 here over runs, 282 for a recording of an hour
+    # (README); but 335-350 in a virtual environment installed moments before (as CI's): its libraries' files
+    # are all in the page cache, and the kernel maps more of each per page fault (importing llvmlite.binding:
+    # 114 MB of RSS, 54 MB otherwise)
     peaks = [usage.ru_maxrss / 1024 for usage in client.run(resource.getrusage, resource.RUSAGE_SELF).values()]
-    # MB, each worker, the libraries (about 170 MB, and 45 MB of numba's once it loads a kernel) included:
-    # measured 247-258 here over runs, 282 for a recording of an hour (README); but 335-350 in a virtual
-    # environment installed moments before (as CI's): its libraries' files are all in the page cache, and the
-    # kernel maps more of each per page fault (importing llvmlite.binding: 114 MB of RSS, 54 MB otherwise)
     assert len(peaks) == 2 and max(peaks) < 380, peaks
 
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from typing import Sequence
 
 # Linux keeps ru_maxrss across execve, and a forked child starts as a copy of its parent: a command
@@ -73,3 +74,40 @@ def run_peak_rss(cmd: Sequence[str], env: dict | None = None) -> tuple[int, floa
     """Run ``cmd``; return (exit code, its own peak RSS in MB, stdout, stderr)."""
     result = run_measured(cmd, {**os.environ, **(env or {})})
     return result.returncode, result.peak_mb, result.stdout, result.stderr
+
+
+class AnonymousPeaks:
+    """The peak anonymous memory (``RssAnon``: what a process itself allocated, without the library files'
+    pages that RSS also counts) of running processes, MB, polled every ``interval`` s from a thread while
+    the ``with`` block runs. RSS of the same work depends on the page cache: right after the libraries are
+    installed (their files whole in the cache) the kernel maps more of each per fault, about 60-90 MB more
+    per process here. A peak shorter than ``interval`` can be missed."""
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.02):
+        self.peaks = {pid: 0.0 for pid in pids}
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for pid in self.peaks:
+                self.peaks[pid] = max(self.peaks[pid], anonymous_mb(pid))
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> "AnonymousPeaks":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def anonymous_mb(pid: int) -> float:
+    """A process's anonymous resident memory now (``RssAnon``), MB; 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) / 1024 for line in f if line.startswith("RssAnon:")), 0.0)
+    except OSError:
+        return 0.0
