@@ -11,6 +11,10 @@ clip, for contrast.
 
     python benchmarks/bench_negatives.py --minutes 5 [--workdir bench-out] [--json]
     python benchmarks/bench_negatives.py --minutes 5,60     # peak RSS against length
+    python benchmarks/bench_negatives.py --minutes 5 --kind h264 --seed-seconds 0  # 1080p60 H.264
+
+``--kind h264``: the keylog beside a screen recorder's video of the same length (1920x1080 H.264 at 60 fps,
+B-frames, 250-frame GOPs; the keylog's frame indices cover its first half), as ``bench_pipeline.py`` makes it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from jumpnet_stream.formats import disk_size  # noqa: E402
+from jumpnet_stream.screen_video import write_screen_recording  # noqa: E402
 from jumpnet_stream.synth import make_recording  # noqa: E402
 from tools.measure import run_peak_rss  # noqa: E402
 
@@ -57,14 +62,18 @@ print(i)
 """
 
 
-def recording(workdir: str, minutes: float) -> tuple[str, str]:
-    """(video, positives.zarr) for a synthetic recording of ``minutes``, made once and reused."""
-    folder = os.path.join(workdir, f"rec-{minutes:g}min")
+def recording(workdir: str, minutes: float, kind: str = "mp4v") -> tuple[str, str]:
+    """(video, positives.zarr) for a synthetic recording of ``minutes``, made once and reused: the recorder's
+    (454x454 mp4v) or, ``kind="h264"``, its keylog beside a 1080p60 H.264 screen recording."""
+    folder = os.path.join(workdir, f"rec-{minutes:g}min" + ("" if kind == "mp4v" else f"-{kind}"))
     name = "bench"
     video = os.path.join(folder, f"{name}_120000.mp4")
     positives = os.path.join(folder, "positives.zarr")
     if not os.path.exists(positives):
-        make_recording(folder, name=name, seconds=60 * minutes, keys=("w",), seed=21)
+        make_recording(folder, name=name, seconds=60 * minutes, keys=("w",), seed=21, video=kind == "mp4v")
+        if kind == "h264":
+            write_screen_recording(video, frames=round(minutes * 3600), width=1920, height=1080, fps=60, gop=250,
+                                   bframes=3, seed=5)
         subprocess.run([sys.executable, "-m", "jumpnet_stream", "preprocess", os.path.join(folder, f"{name}.npz"),
                         "-o", positives, "--quiet", "--json"], check=True, capture_output=True)
         os.remove(os.path.join(folder, f"{name}.npz"))  # only the positives are needed here
@@ -90,6 +99,8 @@ def negatives_run(video: str, positives: str, out: str) -> tuple[float, float, i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", default="5", help="comma-separated video lengths to measure")
+    parser.add_argument("--kind", default="mp4v", choices=("mp4v", "h264"), help="the recorder's video, or a "
+                        "1080p60 H.264 screen recording")
     parser.add_argument("--short-minutes", type=float, default=0.5, help="the short run that start-up is taken from")
     parser.add_argument("--seed-seconds", type=float, default=10, help="clip length for the seed-style run (0: skip)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each, the best counts")
@@ -99,10 +110,10 @@ def main() -> None:
     os.makedirs(args.workdir, exist_ok=True)
     out = os.path.join(args.workdir, "negatives.zarr")
 
-    short_video, short_pos = recording(args.workdir, args.short_minutes)
+    short_video, short_pos = recording(args.workdir, args.short_minutes, args.kind)
     rows = []
     for minutes in [float(m) for m in args.minutes.split(",")]:
-        video, positives = recording(args.workdir, minutes)
+        video, positives = recording(args.workdir, minutes, args.kind)
         best = {"ours_long": float("inf"), "ours_short": float("inf"), "plain_long": float("inf"),
                 "plain_short": float("inf"), "peak": 0.0}
         for _ in range(args.repeat):  # interleaved, so drifts in machine speed hit both alike
@@ -117,7 +128,7 @@ def main() -> None:
         ours_fps = frames / (best["ours_long"] - best["ours_short"])
         plain_fps = frames / (best["plain_long"] - best["plain_short"])
         ours_short, peak = best["ours_short"], best["peak"]
-        rows.append({"minutes": minutes, "frames": frames_long, "plain_decode_fps": round(plain_fps),
+        rows.append({"kind": args.kind, "minutes": minutes, "frames": frames_long, "plain_decode_fps": round(plain_fps),
                      "negatives_fps": round(ours_fps), "ratio": round(ours_fps / plain_fps, 2),
                      "negatives_peak_rss_mb": round(peak), "startup_s": round(ours_short - frames_short / ours_fps, 2),
                      "store_bytes_per_frame": round(size / frames_long)})

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -256,6 +257,28 @@ def test_dense_decoding_with_pyav_is_opencvs(videos, rows):
     assert cut.read_report.method == "sequential" and "cut short" in cut.read_report.reason
     with pytest.raises(ValueError, match="backend"):
         next(Video(path).frames(backend="ffmpeg"))
+
+
+@pytest.mark.parametrize("size", [(320, 180), (1280, 720)])
+def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
+    """``frames(ahead=2)``, as the negatives command reads large frames (their decoder on a thread of its own,
+    with FFmpeg's frame threads from 1280x720 on): the same frames and count, each chunk intact while it is
+    the caller's, however far the reader has run ahead. And frames sought, by frame threads from that size."""
+    width, height = size
+    path = write_screen_recording(tmp_path / "v.mp4", frames=36, width=width, height=height, fps=30, gop=12,
+                                  bframes=2, preset="ultrafast").path
+    wanted = lambda i: i % 5 != 3  # noqa: E731
+    expected, expected_indices = _collect(Video(path).frames(wanted))
+    video = Video(path)
+    indices = []
+    for k, chunk in enumerate(video.frames(wanted, ahead=2)):
+        time.sleep(0.01)  # a slow caller: the reader fills its queue and writes the next frame meanwhile
+        assert np.array_equal(chunk["frame"][0], expected[k]), k
+        indices.append(int(chunk["frame_index"][0]))
+    assert indices == expected_indices.tolist() and video.frames_read == 36
+    assert video.read_report.method == "sequential"
+    # seeking, too, decodes frames this large on FFmpeg's frame threads: still the sequential frames
+    assert _assert_same(path, np.array([2, 17, 30])).read_report.method == "seek"
 
 
 def test_frame_count_from_the_index_when_the_container_gives_none(videos):

@@ -3,7 +3,8 @@
 ``(frame RGB resized to the positives' size, 0.0, zeros(K), zeros(K), "press", frame_index)``, in
 frame order. With ``keep``, the frames are chosen (as stage 5 would choose them from the full set)
 before decoding, and only those are decoded to pixels; the rest are only grabbed. Decoding and
-resizing run in a background thread while the caller's thread compresses and writes.
+resizing run in a background thread while the caller's thread compresses and writes (large frames are
+decoded on a third).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..progress import progress_bar
 from ..runner import described, recycled, run_stage
 from ..schema import complete
 from ..sampling import Frames, choose
-from ..video import Video
+from ..video import LARGE_FRAME, Video
 
 
 @dataclass
@@ -99,8 +100,9 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool] |
     at ``output``; returns how many were written. ``record(written)`` gives the stage's counts.
     A video that ends before its container's count (or the last wanted frame) is kept as far as it decoded,
     with a warning; ``strict`` makes that an error, and nothing is written."""
-    if wanted is None:
-        total, frames = clip.claimed_frames, clip.frames(select)
+    if wanted is None:  # large frames: decoded on a thread of their own (LARGE_FRAME)
+        total = clip.claimed_frames
+        frames = clip.frames(select, ahead=2 if clip.width * clip.height >= LARGE_FRAME else 0)
     else:
         total = int(wanted[-1]) + 1 if len(wanted) else 0
         frames = clip.frames_at(wanted) if len(wanted) else iter(())
