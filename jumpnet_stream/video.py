@@ -103,6 +103,11 @@ class Video:
         self.claimed_frames: int | None = count_if_plausible(count, os.path.getsize(self.path), self.fps)
         self._counted: int | None = None
 
+    @property
+    def large_frames(self) -> bool:
+        """Whether its frames are :data:`LARGE_FRAME` pixels or more (decoded on FFmpeg's frame threads)."""
+        return self.width * self.height >= LARGE_FRAME
+
     def _open(self, threads: int = 1) -> cv2.VideoCapture:
         # One decoder thread unless asked: the other core is busy converting and writing (README, benchmarks).
         try:
@@ -207,7 +212,7 @@ class Video:
         if not ahead:
             yield from self._grabbed(select, stop_after=stop_after, rows=rows, reason=reason)
             return
-        threads = 2 if self.width * self.height >= LARGE_FRAME else 1
+        threads = 2 if self.large_frames else 1
         yield from threaded(self._grabbed(select, stop_after=stop_after, rows=rows, reason=reason, threads=threads,
                                           slots=ahead + 2), depth=ahead)
 
@@ -275,7 +280,7 @@ class Video:
         :class:`SeekFailure`, the frames after the last one delivered are grabbed with OpenCV."""
         index = self._index
         decoder = SeekingDecoder(self.path, index, seek=seek,
-                                 threads=SEEKING_THREADS if self.width * self.height >= LARGE_FRAME else 1)
+                                 threads=SEEKING_THREADS if self.large_frames else 1)
         report = self.read_report = ReadReport(method=method, index_seconds=index.seconds)
         shape = (self.height, self.width, 3)
         buffer = np.empty((rows, *shape), np.uint8)

@@ -159,7 +159,7 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str,
     inputs = [os.path.join(folder, p) for p in spec.paths["inputs"]]
     exclude, seed = spec.paths.get("exclude"), spec.parameters["seed"]
     spool = partial_path(os.path.join(folder, "work", "dataset-rows"))
-    start = time.perf_counter()
+    began = time.perf_counter()
     try:
         found = dict(pool(spool_set, [("dataset rows", (inputs, exclude, spool))]))[0]
         spooled = time.perf_counter()
@@ -172,7 +172,7 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str,
                       (spool, writer.path, report.keys, start, order[start:start + step], weights))
                      for start in range(0, report.total, step)]
             report.written = sum(written for _, written in pool(write_range, tasks))
-            ranges, written = len(tasks), time.perf_counter()
+            ranges, ranged = len(tasks), time.perf_counter()
             parameters, history_inputs = merge_record(report, found["provenances"], True, seed, exclude)
             writer.provenance = [{"stage": "merge", "parameters": parameters, "inputs": history_inputs,
                                   "counts": merge_counts(report, exclude)}]
@@ -188,7 +188,7 @@ def _dataset(spec: StageSpec, folder: str, quiet: bool, pool: Pool) -> dict[str,
     excluded = {"excluded_marked": report.excluded} if exclude else {}
     return {"samples": report.written, "keys": report.keys, "image_shape": list(open_dataset(out).image_shape),
             "bytes": disk_size(out), "splits": splits, "class_weights": weights, "range_tasks": ranges,
-            "seconds": {"spool": round(spooled - start, 3), "ranges": round(written - spooled, 3)},
+            "seconds": {"spool": round(spooled - began, 3), "ranges": round(ranged - spooled, 3)},
             **excluded, **history}
 
 

@@ -25,7 +25,7 @@ from ..progress import progress_bar
 from ..runner import described, recycled, run_stage
 from ..schema import complete
 from ..sampling import Frames, choose
-from ..video import LARGE_FRAME, Video
+from ..video import Video
 
 
 @dataclass
@@ -100,9 +100,9 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool] |
     at ``output``; returns how many were written. ``record(written)`` gives the stage's counts.
     A video that ends before its container's count (or the last wanted frame) is kept as far as it decoded,
     with a warning; ``strict`` makes that an error, and nothing is written."""
-    if wanted is None:  # large frames: decoded on a thread of their own (LARGE_FRAME)
+    if wanted is None:  # large frames: decoded on a thread of their own (video.LARGE_FRAME)
         total = clip.claimed_frames
-        frames = clip.frames(select, ahead=2 if clip.width * clip.height >= LARGE_FRAME else 0)
+        frames = clip.frames(select, ahead=2 if clip.large_frames else 0)
     else:
         total = int(wanted[-1]) + 1 if len(wanted) else 0
         frames = clip.frames_at(wanted) if len(wanted) else iter(())
