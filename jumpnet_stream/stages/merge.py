@@ -228,8 +228,9 @@ def merge(inputs: list[str | os.PathLike], output: str | os.PathLike, *, shuffle
           exclude: str | os.PathLike | None = None) -> MergeReport:
     """Concatenate ``inputs`` into ``output`` with keys remapped to their union; shuffled if asked.
     ``keys`` names the keys of inputs that hold none (the original scripts' .npz files); ``transform`` is
-    applied to every chunk before it is written (the build sets each sample's weight with it); the
-    samples a marks file ``exclude`` names are left out (before the shuffle: the rest keep their order)."""
+    applied to every chunk before it is written (``build.execute.weigh`` sets each sample's weight, as the
+    build's range tasks do); the samples a marks file ``exclude`` names are left out (before the shuffle: the
+    rest keep their order)."""
     output = os.fspath(output)
     check_output(output, overwrite, inputs=inputs)
     datasets, report, chunks, image_shape = open_inputs(inputs, keys, exclude)
