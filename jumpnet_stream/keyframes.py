@@ -27,9 +27,10 @@ frame lies ahead of the next packet to be read, it seeks there; otherwise it kee
 It seeks by the keyframe's presentation time, which is what MP4's and Matroska's demuxers index (by
 its decode time, MP4 lands on the keyframe before). Packets of frames that are not wanted are sent with
 ``skip_frame = NONREF``, so frames no other frame refers to (most B-frames of long-GOP H.264) are not
-decoded at all. Every decoded frame is identified by its presentation time, and anything unexpected
-(a seek landing elsewhere than on a seek point, a frame out of order or missing, a decoder error)
-raises :class:`SeekFailure` so that the caller can go on sequentially.
+decoded at all. Decoders can share the work side by side (:func:`lanes`): each takes whole runs of
+frames read from one seek point on. Every decoded frame is identified by its presentation time, and
+anything unexpected (a seek landing elsewhere than on a seek point, a frame out of order or missing, a
+decoder error) raises :class:`SeekFailure` so that the caller can go on sequentially.
 
 What the packets cannot show: a packet whose payload is damaged while the container is intact. A
 sequential read ends at the first packet the decoder refuses (OpenCV stops there); seeking sees it only
@@ -230,25 +231,45 @@ class Plan:
     sequential: int   # frames a sequential read grabs to reach the last wanted frame
 
 
+def _reads(index: KeyframeIndex, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``wanted`` (ascending, all below ``index.frames``): whether :class:`SeekingDecoder`
+    seeks before it, and how many packets it sends to reach it, having started at frame 0's packet."""
+    position = index.decode_position
+    points = index.seek_frames[np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)]
+    seek = np.zeros(len(wanted), bool)
+    sent = np.zeros(len(wanted), np.int64)
+    reached = 1  # frame 0's packet
+    for k, (start, end) in enumerate(zip(position[points].tolist(), (position[wanted] + 1).tolist())):
+        if start > reached:
+            seek[k], sent[k], reached = True, end - start, end
+        elif end > reached:
+            sent[k], reached = end - reached, end
+    return seek, sent
+
+
 def plan(index: KeyframeIndex, wanted: np.ndarray) -> Plan:
     """The reads :class:`SeekingDecoder` makes for ``wanted`` (ascending, all below ``index.frames``),
     starting with frame 0 (always decoded first: see :meth:`SeekingDecoder.frames`)."""
     if not len(wanted):
         return Plan(0, 0, 0)
-    position = index.decode_position
-    points = index.seek_frames[np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)]
-    starts = position[points]
-    ends = position[wanted] + 1
-    seeks, sent, reached = 0, 1, 1  # frame 0's packet
-    for start, end in zip(starts.tolist(), ends.tolist()):
-        if start > reached:
-            seeks += 1
-            sent += end - start
-            reached = end
-        elif end > reached:
-            sent += end - reached
-            reached = end
-    return Plan(seeks, sent, int(wanted[-1]) + 1)
+    seek, sent = _reads(index, wanted)
+    return Plan(int(np.count_nonzero(seek)), 1 + int(sent.sum()), int(wanted[-1]) + 1)
+
+
+def lanes(index: KeyframeIndex, wanted: np.ndarray, count: int) -> np.ndarray:
+    """Which of ``count`` decoders reads each of ``wanted`` (ascending, all below ``index.frames``): the
+    frames read from one seek point on stay together, and each such run goes to the decoder with the
+    fewest packets so far (the first to the first), so that decoders running side by side share the work
+    and none decodes a packet another does (frame 0's aside)."""
+    seek, sent = _reads(index, wanted)
+    run = np.cumsum(seek)
+    load = np.zeros(count, np.int64)
+    lane_of_run = np.zeros(int(run[-1]) + 1 if len(run) else 0, np.int64)
+    cost = np.bincount(run, weights=sent, minlength=len(lane_of_run)) if len(run) else np.zeros(0)
+    for r, packets in enumerate(cost.tolist()):
+        lane_of_run[r] = k = int(np.argmin(load))
+        load[k] += int(packets)
+    return lane_of_run[run]
 
 
 class SeekingDecoder:

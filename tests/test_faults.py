@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
 from hostile import PROMISE_MB, run_capped
 from jumpnet_stream import Chunk, create_dataset, open_dataset
 from jumpnet_stream.synth import make_recording, write_clip

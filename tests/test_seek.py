@@ -8,19 +8,23 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import numpy as np
 import pytest
 
-from jumpnet_stream.keyframes import REORDER_DEPTH, analyse, read_index
+import jumpnet_stream.video as video_module
+from jumpnet_stream.kernels import resize_rgb
+from jumpnet_stream.keyframes import REORDER_DEPTH, analyse, lanes, plan, read_index
 from jumpnet_stream.synth import make_recording, write_clip
-from jumpnet_stream.video import Video
+from jumpnet_stream.video import LARGE_FRAME, SEEKING_LANES, Video
 
 av = pytest.importorskip("av")
 from jumpnet_stream.screen_video import write_screen_recording  # noqa: E402  (needs PyAV)
 
 SMALL = {"width": 320, "height": 180, "fps": 30, "preset": "veryfast"}
+LANES_HERE = min(SEEKING_LANES, len(os.sched_getaffinity(0)))  # decoders side by side when seeking small frames
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +202,8 @@ def test_a_seek_landing_elsewhere_is_caught(videos):
     assert read_index(path).seek_frames.tolist() == [0, 60, 120]
     video = _assert_same(path, np.array([5, 70, 140]))
     report = video.read_report
-    assert report.method == "seek, then sequential" and "landed on a packet" in report.reason and report.seeks == 1
+    # the other decoder may have sought for frame 140 meanwhile (its frame is not used)
+    assert report.method == "seek, then sequential" and "landed on a packet" in report.reason and report.seeks >= 1
 
 
 def test_a_keyframe_that_does_not_decode_as_one_is_caught(videos):
@@ -277,8 +282,63 @@ def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
         indices.append(int(chunk["frame_index"][0]))
     assert indices == expected_indices.tolist() and video.frames_read == 36
     assert video.read_report.method == "sequential"
-    # seeking, too, decodes frames this large on FFmpeg's frame threads: still the sequential frames
-    assert _assert_same(path, np.array([2, 17, 30])).read_report.method == "seek"
+    # seeking, too, decodes frames this large on FFmpeg's frame threads (smaller ones on several decoders):
+    # still the sequential frames
+    report = _assert_same(path, np.array([2, 17, 30])).read_report
+    assert report.method == "seek" and report.lanes == (1 if width * height >= LARGE_FRAME else LANES_HERE)
+
+
+def test_read_ahead_keeps_to_its_byte_budget(videos, monkeypatch):
+    """``ahead + 2`` chunks must fit in READ_AHEAD_BYTES, or fewer are read ahead; with room for fewer than
+    3, none, and no thread (an 8K video's four chunks would take 800 MB). The same frames either way."""
+    path = videos["h264"]
+    expected, expected_indices = _collect(Video(path).frames())
+    for room, threaded in ((2, False), (3, True)):
+        monkeypatch.setattr(video_module, "READ_AHEAD_BYTES", room * 320 * 180 * 3)
+        frames, indices, threads = [], [], set()
+        for chunk in Video(path).frames(ahead=2):
+            threads |= {thread.name for thread in threading.enumerate()}
+            frames.append(chunk["frame"].copy())
+            indices.append(chunk["frame_index"])
+        assert np.array_equal(np.concatenate(frames), expected)
+        assert np.concatenate(indices).tolist() == expected_indices.tolist()
+        assert ("jumpnet-source" in threads) == threaded, room
+
+
+def test_lanes_keep_each_seek_run_together_and_share_the_work(videos):
+    """The frames read from one seek point on go to one decoder, each such run to the decoder with the fewest
+    packets so far; side by side the decoders send the packets one decoder would, each also frame 0's."""
+    index = read_index(videos["h264"])  # a seek point every 60 frames
+    wanted = np.array([3, 5, 70, 75, 130, 200, 205, 290])
+    lane_of = lanes(index, wanted, 2)
+    assert lane_of[0] == lane_of[1] == 0 and lane_of[2] == lane_of[3] and lane_of[5] == lane_of[6]
+    assert set(lane_of.tolist()) == {0, 1}
+    sent = [plan(index, wanted[lane_of == lane]).packets for lane in (0, 1)]
+    assert sum(sent) == plan(index, wanted).packets + 1
+    assert abs(sent[0] - sent[1]) <= 60
+    assert lanes(index, wanted, 1).tolist() == [0] * len(wanted)
+
+
+@pytest.mark.parametrize("kind, method", [("mp4v", "seek"), ("h264", "seek"),
+                                          ("lying_h264", "seek, then sequential"), ("vfr", "sequential")])
+def test_frames_resized_where_they_are_decoded_are_the_frames_resized(videos, kind, method):
+    """``frames_at(size=...)``, as the build reads: each frame as resize_rgb makes it of the sequential frame,
+    whichever way the frames were read (several decoders resizing on their threads, seeking given up half-way
+    with the rest grabbed, grabbing only)."""
+    path = videos[kind]
+    n = Video(path).frame_count()
+    wanted = np.array([0, 5, 70, 75, n - 12, n - 2])
+    expected, expected_indices, _ = _sequential(path, wanted)
+    video = Video(path)
+    images, indices = [], []
+    for chunk in video.frames_at(wanted, rows=4, size=(24, 40)):
+        assert set(chunk.fields) == {"image", "frame_index"}
+        images.append(chunk["image"].copy())
+        indices.append(chunk["frame_index"])
+    assert np.concatenate(indices).tolist() == expected_indices.tolist()
+    assert np.array_equal(np.concatenate(images), np.stack([resize_rgb(frame, (24, 40)) for frame in expected]))
+    assert video.read_report.method == method
+    assert video.read_report.lanes == (0 if method == "sequential" else LANES_HERE)
 
 
 def test_frame_count_from_the_index_when_the_container_gives_none(videos):

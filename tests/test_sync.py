@@ -54,7 +54,7 @@ def test_matching_pair_is_ok(pair):
     assert json.loads(json.dumps(report.counts())) == report.counts()
     text = report.text()
     assert text.splitlines()[0] == f"check {rec.npz} against {rec.video}: ok"
-    assert f"events past the video's end   0" in text
+    assert "events past the video's end   0" in text
 
 
 def test_another_recordings_video_is_suspect(pair):

@@ -25,7 +25,6 @@ import numpy as np
 from ..chunk import DEFAULT_ROWS, Chunk
 from ..formats import create_dataset, open_dataset
 from ..history import HistoryWriter, needed
-from ..kernels import resize_rgb
 from ..progress import progress_bar
 from ..recorder import mask_labels
 from ..runner import described
@@ -82,10 +81,8 @@ def recording_frames(video: str, positives: str, negatives_out: str, positives_o
             stack.callback(past.abort)
         negatives = _Batch(keys, size, clip.name)
         positive_rows = _PositiveRows(known, kept, split, press_frame if from_video else None, size)
-        image = np.empty((*size, 3), np.uint8)
-        for chunk in clip.frames_at(np.array(sorted(wanted), np.int64)) if wanted else ():
-            index = int(chunk["frame_index"][0])
-            resize_rgb(chunk["frame"][0], size, out=image)
+        for chunk in clip.frames_at(np.array(sorted(wanted), np.int64), size=size) if wanted else ():
+            index, image = int(chunk["frame_index"][0]), chunk["image"][0]
             if mask:
                 mask_labels(image)
             if index in negative_split:
