@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from .cli_options import PROG, build_parser
 from .errors import JumpnetError
+from .formats.output import note_interrupt
 from .pipeline import return_large_buffers_to_os
 from .viewer.cli import cmd_view
 
@@ -238,8 +239,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, handled as Ctrl-C is: every output in progress is removed on the way out."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated()
+def _interrupt(signum: int, frame: object) -> None:
+    kind = Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+    note_interrupt(kind)  # raised again before any output lands, should Python drop this one
+    raise kind()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,7 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.run = COMMANDS[args.command]
     held = _held_warnings()
     return_large_buffers_to_os()
-    signal.signal(signal.SIGTERM, _terminate)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     run: Callable[[argparse.Namespace], Result] = args.run
     try:
         counts, summary = run(args)

@@ -13,6 +13,7 @@ import signal
 import struct
 import subprocess
 import sys
+import textwrap
 import time
 
 import cv2
@@ -270,6 +271,34 @@ def test_sigterm_and_ctrl_c_clean_up(big, tmp_path, sig, code, word):
     _, err = process.communicate(timeout=60)
     assert process.returncode == code and word in err and "Traceback" not in err
     assert os.listdir(tmp_path) == []
+
+
+def test_an_interrupt_python_dropped_still_keeps_the_output_from_landing(big, tmp_path):
+    """A Ctrl-C whose KeyboardInterrupt Python drops (raised while a finalizer runs, it is only printed) must
+    not let the command finish and land its output: the signal is noted, and landing raises it again. Here
+    a finalizer takes the signal as the command opens its output's temporary file (an audit hook)."""
+    out = tmp_path / "out"
+    out.mkdir()
+    script = textwrap.dedent(f"""
+        import os, signal, sys, threading, time
+        from jumpnet_stream.cli import main
+        class TakesTheSignal:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.05)  # the handler runs here: its KeyboardInterrupt is dropped with the finalizer
+        def hook(event, args):
+            if event == "open" and not taken and ".partial-" in str(args[0]) \\
+                    and threading.current_thread() is threading.main_thread():
+                taken.append(1)
+                TakesTheSignal()  # and gone: its finalizer runs
+        taken = []
+        sys.addaudithook(hook)
+        sys.exit(main(["export", {str(big)!r}, "-o", {str(out / "final.npz")!r}]))
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "Exception ignored in" in result.stderr and "KeyboardInterrupt" in result.stderr  # Python dropped it
+    assert result.returncode == 130 and "interrupted (nothing half-written was kept)" in result.stderr
+    assert os.listdir(out) == []
 
 
 @pytest.mark.parametrize("command", ["export", "merge"])

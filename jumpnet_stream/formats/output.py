@@ -93,9 +93,25 @@ def remove_output(path: str) -> None:
         os.remove(path)
 
 
+_interrupts: list[type[KeyboardInterrupt]] = []  # Ctrl-C or SIGTERM received by the command line
+
+
+def note_interrupt(kind: type[KeyboardInterrupt]) -> None:
+    """A signal the command line turned into ``kind`` (and raised): no output lands after it, even if Python
+    dropped that exception (one raised while a finalizer or a callback runs is only printed)."""
+    _interrupts.append(kind)
+
+
+def check_interrupt() -> None:
+    """Raise the interrupt noted, if any (see :func:`note_interrupt`)."""
+    if _interrupts:
+        raise _interrupts[0]()
+
+
 def land(temp: str, path: str) -> None:
     """Move the finished output into place; an old output is replaced only once the new one is there (a
-    link named as the output is replaced by the output, never its target)."""
+    link named as the output is replaced by the output, never its target). Not after an interrupt."""
+    check_interrupt()
     if os.path.islink(path) and os.path.isdir(temp):
         os.remove(path)  # a directory cannot be renamed over a link
     old = f"{temp}.old"
