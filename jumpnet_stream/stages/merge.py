@@ -14,7 +14,7 @@ import os
 import tempfile
 from array import array
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 import numpy as np
 from numcodecs import LZ4
@@ -79,17 +79,23 @@ class RowSpool:
 
     def __init__(self, folder: str, keys: int, path: str | None = None):
         if path is None:
-            self._file, self._index = tempfile.TemporaryFile(dir=folder), tempfile.TemporaryFile(dir=folder)
+            files = tempfile.TemporaryFile(dir=folder), tempfile.TemporaryFile(dir=folder)
         else:
             os.makedirs(path)
-            self._file, self._index = open(os.path.join(path, "rows"), "w+b"), open(os.path.join(path, "index"), "w+b")
+            files = open(os.path.join(path, "rows"), "w+b"), open(os.path.join(path, "index"), "w+b")
+        self._open(path, keys, files, {f.name: {} for f in SCHEMA if f.text}, None, sealed=False)
+
+    def _open(self, path: str | None, keys: int, files: tuple[IO[bytes], IO[bytes]], codes: dict[str, dict[str, int]],
+              image_shape: tuple[int, ...] | None, *, sealed: bool) -> None:
+        """The state a new spool and a loaded one share: the rows' and offsets' files, the text tables."""
         self.path, self.keys = path, keys
+        self._file, self._index = files
         self._codec = LZ4()
         self._end = 0
-        self._sealed = False
+        self._sealed = sealed
         self._record = _record(keys)
-        self._codes: dict[str, dict[str, int]] = {f.name: {} for f in SCHEMA if f.text}
-        self.image_shape: tuple[int, ...] | None = None
+        self._codes = codes
+        self.image_shape = image_shape
 
     def seal(self) -> None:
         """No more rows: the end's offset written (and, for a spool at a path, what :meth:`load` needs)."""
@@ -110,11 +116,10 @@ class RowSpool:
         with open(os.path.join(path, "spool.json")) as f:
             meta = json.load(f)
         spool = cls.__new__(cls)
-        spool.path, spool.keys, spool._codec, spool._sealed = path, meta["keys"], LZ4(), True
-        spool._file, spool._index = open(os.path.join(path, "rows"), "rb"), open(os.path.join(path, "index"), "rb")
-        spool._record = _record(spool.keys)
-        spool._codes = {name: {value: i for i, value in enumerate(table)} for name, table in meta["codes"].items()}
-        spool.image_shape = tuple(meta["image_shape"]) if meta["image_shape"] else None
+        files = open(os.path.join(path, "rows"), "rb"), open(os.path.join(path, "index"), "rb")
+        spool._open(path, meta["keys"], files,
+                    {name: {value: i for i, value in enumerate(table)} for name, table in meta["codes"].items()},
+                    tuple(meta["image_shape"]) if meta["image_shape"] else None, sealed=True)
         return spool
 
     def append(self, chunk: Chunk) -> None:
