@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 
 from .cli_options import PROG, build_parser
 from .errors import JumpnetError
-from .formats.output import note_interrupt
+from .formats.output import check_interrupt, clear_interrupt, note_interrupt
 from .pipeline import return_large_buffers_to_os
 from .viewer.cli import cmd_view
 
@@ -253,11 +253,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.run = COMMANDS[args.command]
     held = _held_warnings()
     return_large_buffers_to_os()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _interrupt)
+    clear_interrupt()
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
     run: Callable[[argparse.Namespace], Result] = args.run
     try:
         counts, summary = run(args)
+        check_interrupt()  # one Python dropped, in a command that landed nothing after it
         for line in held:
             print(line, file=sys.stderr)
         print(json.dumps(counts) if args.json else summary)
@@ -279,3 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(143 if isinstance(exc, Terminated) else 130)  # background threads (zarr's loop) end with us
+    finally:  # a program that called main goes on as before it
+        for signum, handler in previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        clear_interrupt()

@@ -25,7 +25,7 @@ from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from .errors import JumpnetError
-from .formats.output import partial_path
+from .formats.output import land, partial_path
 
 GROUP = "history"
 _KEY_ENCODING = {"name": "default", "separator": "."}
@@ -76,8 +76,7 @@ class HistoryWriter:
         for array in self._arrays.values():
             array.resize((self.rows, *array.shape[1:]))
         self._arrays["frame_index"][:] = self._indices[:self.rows]
-        shutil.rmtree(self.path, ignore_errors=True)
-        os.replace(self.partial, self.path)
+        land(self.partial, self.path)
 
     def abort(self) -> None:
         shutil.rmtree(self.partial, ignore_errors=True)
@@ -109,8 +108,7 @@ def attach(store: str, recordings: list[str], count: int, stride: int) -> int:
         arrays["recording"][at:at + n] = number
         at += n
     group.attrs.update({"frames": int(count), "stride": int(stride), "sources": sources})
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(work, final)
+    land(work, final)
     return rows
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from .errors import JumpnetError
 from .formats import check_target, format_of, open_dataset, partial_path, remove_output
 from .formats.legacy_npz import is_keylog_file
+from .formats.output import land
 from .keylog import KeylogSummary, describe_keylog
 from .history import describe as describe_history
 from .quality import AuditReport, audit
@@ -303,7 +304,7 @@ def contact_sheet(path: str | os.PathLike, out_png: str | os.PathLike, *, count:
     try:
         with open(temp, "wb") as f:
             f.write(encoded.tobytes())
-        os.replace(temp, out_png)
+        land(temp, out_png)
     except BaseException:
         remove_output(temp)
         raise

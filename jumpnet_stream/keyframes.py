@@ -231,45 +231,45 @@ class Plan:
     sequential: int   # frames a sequential read grabs to reach the last wanted frame
 
 
-def _reads(index: KeyframeIndex, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``wanted`` (ascending, all below ``index.frames``): whether :class:`SeekingDecoder`
-    seeks before it, and how many packets it sends to reach it, having started at frame 0's packet."""
-    position = index.decode_position
-    points = index.seek_frames[np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)]
-    seek = np.zeros(len(wanted), bool)
-    sent = np.zeros(len(wanted), np.int64)
-    reached = 1  # frame 0's packet
-    for k, (start, end) in enumerate(zip(position[points].tolist(), (position[wanted] + 1).tolist())):
-        if start > reached:
-            seek[k], sent[k], reached = True, end - start, end
-        elif end > reached:
-            sent[k], reached = end - reached, end
-    return seek, sent
-
-
 def plan(index: KeyframeIndex, wanted: np.ndarray) -> Plan:
     """The reads :class:`SeekingDecoder` makes for ``wanted`` (ascending, all below ``index.frames``),
     starting with frame 0 (always decoded first: see :meth:`SeekingDecoder.frames`)."""
     if not len(wanted):
         return Plan(0, 0, 0)
-    seek, sent = _reads(index, wanted)
-    return Plan(int(np.count_nonzero(seek)), 1 + int(sent.sum()), int(wanted[-1]) + 1)
+    position = index.decode_position
+    points = index.seek_frames[np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)]
+    starts = position[points]
+    ends = position[wanted] + 1
+    seeks, sent, reached = 0, 1, 1  # frame 0's packet
+    for start, end in zip(starts.tolist(), ends.tolist()):
+        if start > reached:
+            seeks += 1
+            sent += end - start
+            reached = end
+        elif end > reached:
+            sent += end - reached
+            reached = end
+    return Plan(seeks, sent, int(wanted[-1]) + 1)
 
 
 def lanes(index: KeyframeIndex, wanted: np.ndarray, count: int) -> np.ndarray:
-    """Which of ``count`` decoders reads each of ``wanted`` (ascending, all below ``index.frames``): the
-    frames read from one seek point on stay together, and each such run goes to the decoder with the
-    fewest packets so far (the first to the first), so that decoders running side by side share the work
-    and none decodes a packet another does (frame 0's aside)."""
-    seek, sent = _reads(index, wanted)
-    run = np.cumsum(seek)
+    """Which of ``count`` decoders reads each of ``wanted`` (ascending, all below ``index.frames``). The frames
+    after one seek point (decoded from it: nothing before it is needed) go to one decoder together, each such
+    group to the decoder with the fewest packets so far (the first on a tie). Their frames are used in order,
+    so decoders that take turns group by group can run side by side; none decodes a packet another does
+    (frame 0's aside), and together they decode no more than one decoder would."""
+    if not len(wanted):
+        return np.zeros(0, np.int64)
+    point = np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)
+    first = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])  # each group's first wanted frame
+    position = index.decode_position
+    cost = np.maximum.reduceat(position[wanted], first) + 1 - position[index.seek_frames[point[first]]]
     load = np.zeros(count, np.int64)
-    lane_of_run = np.zeros(int(run[-1]) + 1 if len(run) else 0, np.int64)
-    cost = np.bincount(run, weights=sent, minlength=len(lane_of_run)) if len(run) else np.zeros(0)
-    for r, packets in enumerate(cost.tolist()):
-        lane_of_run[r] = k = int(np.argmin(load))
-        load[k] += int(packets)
-    return lane_of_run[run]
+    lane_of_group = np.empty(len(first), np.int64)
+    for g, packets in enumerate(cost.tolist()):
+        lane_of_group[g] = k = int(np.argmin(load))
+        load[k] += packets
+    return np.repeat(lane_of_group, np.diff(np.r_[first, len(wanted)]))
 
 
 class SeekingDecoder:

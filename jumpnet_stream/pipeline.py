@@ -15,15 +15,55 @@ T = TypeVar("T")
 _DONE = object()
 
 
-def threaded(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Yield what ``items`` yields, computed in a background thread at most ``depth`` items ahead.
+class threaded(Iterator[T]):
+    """Yield what ``items`` yields, computed in a background thread, started at once, at most ``depth`` items
+    ahead.
 
     Decoding, resizing (numba, GIL released) and zstd compression all release the GIL, so a source
     chain here and a writer in the caller's thread use both cores. An exception in the thread is
-    re-raised in the caller; if the caller stops early, the thread is told to stop.
+    re-raised in the caller; :meth:`close` (also called when the caller's generator is closed around a
+    ``yield from`` of this, or this is collected) tells the thread to stop.
     """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
+
+    def __init__(self, items: Iterator[T], depth: int = 2):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._ended = False
+        # the thread holds the queue, the event and the items, never this object (which may then be collected)
+        self._worker = threading.Thread(target=_feed, args=(items, self._queue, self._stop), name="jumpnet-source",
+                                        daemon=True)
+        self._worker.start()
+
+    def __iter__(self) -> "threaded[T]":
+        return self
+
+    def __next__(self) -> T:
+        if self._ended:
+            raise StopIteration
+        item = self._queue.get()
+        if item is _DONE:
+            self.close()
+            raise StopIteration
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        return item
+
+    def stop(self) -> None:
+        """Tell the thread to stop, without waiting for it (:meth:`close` waits)."""
+        self._ended = True
+        self._stop.set()
+
+    def close(self) -> None:
+        self.stop()
+        self._worker.join()
+
+    def __del__(self) -> None:
+        self.stop()
+
+
+def _feed(items: Iterator[T], q: queue.Queue, stop: threading.Event) -> None:
+    """:class:`threaded`'s thread: ``items`` into ``q`` (then the end, or the exception) until ``stop``."""
 
     def put(item: object) -> bool:
         while not stop.is_set():
@@ -34,32 +74,17 @@ def threaded(items: Iterator[T], depth: int = 2) -> Iterator[T]:
                 continue
         return False
 
-    def run() -> None:
-        try:
-            for item in items:
-                if not put(item):
-                    return
-            put(_DONE)
-        except BaseException as exc:  # handed to the caller, raised there
-            put(exc)
-        finally:
-            close = getattr(items, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=run, name="jumpnet-source", daemon=True)
-    worker.start()
     try:
-        while True:
-            item = q.get()
-            if item is _DONE:
+        for item in items:
+            if not put(item):
                 return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+        put(_DONE)
+    except BaseException as exc:  # handed to the caller, raised there
+        put(exc)
     finally:
-        stop.set()
-        worker.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 class BufferPool:

@@ -214,11 +214,8 @@ def check_sync(raw_path: str | os.PathLike, video_path: str | os.PathLike, *, si
     # Pass 2, the video: only the needed frames are decoded (seeking to them where it can be trusted), and
     # the frames counted (from the packets when the keyframe index is complete, else by grabbing them).
     if picked.images:
-        h, w = report.image_size
-        resized = np.empty((h, w, 3), np.uint8)
-        for chunk in video.frames_at(sorted(needs)):
-            index = int(chunk["frame_index"][0])
-            resize_rgb(chunk["frame"][0], (h, w), out=resized)
+        for chunk in video.frames_at(sorted(needs), size=report.image_size):
+            index, resized = int(chunk["frame_index"][0]), chunk["image"][0]
             for slot, kind in needs[index]:
                 results[slot][kind] = _difference(resized, picked.images[slot])
         report.video_read = video.read_report.method

@@ -74,7 +74,7 @@ LARGE_FRAME = 1280 * 720
 # in 13.5-15.6 s against 20.6-24 s, but each lane's decoder holds its own pictures (about 30 MB at 1080p), and
 # the build's peak RSS went from 275 to 317-324 MB, over the 300 MB the build keeps to.
 SEEKING_LANES = 2
-LANE_BYTES = 24 << 20
+LANE_BYTES = 8 << 20
 # Reading ahead (Video.frames(ahead=N)) holds N + 2 chunks: N is lowered to keep them within this.
 READ_AHEAD_BYTES = 128 << 20
 
@@ -87,7 +87,7 @@ class ReadReport:
     reason: str | None = None   # why PyAV was not used (or was given up), None when it was
     seeks: int = 0              # seeks made
     decoded: int = 0            # packets given to PyAV's decoder (0 for OpenCV)
-    lanes: int = 0              # PyAV decoders that read side by side (0 for OpenCV)
+    lanes: int = 0              # PyAV decoders started side by side (0 when PyAV was not used)
     index_seconds: float = 0.0  # time spent reading the keyframe index
 
 
@@ -284,7 +284,7 @@ class Video:
         """Frame 0 as PyAV converts it must be OpenCV's, byte for byte, before PyAV's frames are used
         (checked once per video)."""
         if self._first_agrees is None:
-            frames = self._lane(SeekingDecoder(self.path, index), np.zeros(1, np.int64), None)
+            frames = self._lane_frames(SeekingDecoder(self.path, index), np.zeros(1, np.int64), None)
             try:
                 _, ours = next(frames)
             finally:
@@ -308,7 +308,7 @@ class Video:
         return max(1, min(SEEKING_LANES, cores))
 
     @staticmethod
-    def _lane(decoder: SeekingDecoder, mine: np.ndarray, size: tuple[int, int] | None
+    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray, size: tuple[int, int] | None
               ) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, frame)`` for each of ``mine`` (ascending): BGR, or resized RGB given ``size``. The
         decoder decodes frame 0 first, wanted or not (:meth:`SeekingDecoder.frames`)."""
@@ -330,10 +330,9 @@ class Video:
         :class:`SeekFailure`, the frames after the last one delivered are grabbed with OpenCV."""
         index = self._index
         count = self._lanes(seek)
-        lane_of = keyframes.lanes(index, wanted, count)
+        used, order = np.unique(keyframes.lanes(index, wanted, count), return_inverse=True)  # lanes as started
         threads = SEEKING_THREADS if count == 1 and self.large_frames else 1
         shape = (*size, 3) if size else (self.height, self.width, 3)
-        depth = min(16, max(2, LANE_BYTES // math.prod(shape)))
         report = self.read_report = ReadReport(method=method, index_seconds=index.seconds)
         field = "image" if size else "frame"
         buffer = np.empty((rows, *shape), np.uint8)
@@ -343,11 +342,12 @@ class Video:
         n, last, failure = 0, -1, None
         try:
             self._agrees(index)
-            for lane in np.unique(lane_of).tolist():
+            for lane in range(len(used)):
                 decoders.append(SeekingDecoder(self.path, index, seek=seek, threads=threads))
-                stream = self._lane(decoders[-1], wanted[lane_of == lane], size)
-                streams.append(threaded(stream, depth) if count > 1 else stream)
-            for lane in np.unique(lane_of, return_inverse=True)[1].tolist():  # lanes numbered as started
+                frames = self._lane_frames(decoders[-1], wanted[order == lane], size)
+                streams.append(frames if count == 1 else
+                               threaded(frames, min(16, max(2, LANE_BYTES // math.prod(shape)))))
+            for lane in order:
                 i, frame = next(streams[lane])
                 buffer[n] = frame  # into the reused buffer: a new 6 MB array per 1080p frame cost page faults
                 frame = None
@@ -360,6 +360,8 @@ class Video:
         except SeekFailure as error:
             failure = str(error)
         finally:
+            for stream in streams if count > 1 else ():  # all told to stop before any is waited for
+                stream.stop()
             for stream in streams:
                 stream.close()
             report.seeks = sum(decoder.seeks for decoder in decoders)

@@ -273,7 +273,8 @@ def test_sigterm_and_ctrl_c_clean_up(big, tmp_path, sig, code, word):
     assert os.listdir(tmp_path) == []
 
 
-def test_an_interrupt_python_dropped_still_keeps_the_output_from_landing(big, tmp_path):
+@pytest.mark.parametrize("command, output", [("export", "final.npz"), ("inspect", "sheet.png")])
+def test_an_interrupt_python_dropped_still_keeps_the_output_from_landing(big, tmp_path, command, output):
     """A Ctrl-C whose KeyboardInterrupt Python drops (raised while a finalizer runs, it is only printed) must
     not let the command finish and land its output: the signal is noted, and landing raises it again. Here
     a finalizer takes the signal as the command opens its output's temporary file (an audit hook)."""
@@ -293,12 +294,33 @@ def test_an_interrupt_python_dropped_still_keeps_the_output_from_landing(big, tm
                 TakesTheSignal()  # and gone: its finalizer runs
         taken = []
         sys.addaudithook(hook)
-        sys.exit(main(["export", {str(big)!r}, "-o", {str(out / "final.npz")!r}]))
+        sys.exit(main([{command!r}, {str(big)!r}, {"-o" if command == "export" else "--sheet"!r},
+                       {str(out / output)!r}]))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "Exception ignored in" in result.stderr and "KeyboardInterrupt" in result.stderr  # Python dropped it
     assert result.returncode == 130 and "interrupted (nothing half-written was kept)" in result.stderr
     assert os.listdir(out) == []
+
+
+def test_a_program_that_runs_the_command_line_keeps_its_own_ctrl_c(big, tmp_path):
+    """``main`` run in a program's process: afterwards Ctrl-C is the program's again, and one it handles
+    does not stop its later outputs from landing."""
+    script = textwrap.dedent(f"""
+        import os, signal
+        from jumpnet_stream.cli import main
+        from jumpnet_stream.stages.export import export
+        assert main(["inspect", {str(big)!r}]) == 0
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        except KeyboardInterrupt:
+            pass
+        export({str(big)!r}, {str(tmp_path / "after.npz")!r}, quiet=True)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "after.npz").is_file()
 
 
 @pytest.mark.parametrize("command", ["export", "merge"])

@@ -305,18 +305,44 @@ def test_read_ahead_keeps_to_its_byte_budget(videos, monkeypatch):
         assert ("jumpnet-source" in threads) == threaded, room
 
 
-def test_lanes_keep_each_seek_run_together_and_share_the_work(videos):
-    """The frames read from one seek point on go to one decoder, each such run to the decoder with the fewest
-    packets so far; side by side the decoders send the packets one decoder would, each also frame 0's."""
+def test_lanes_keep_the_frames_after_each_seek_point_together_and_share_the_work(videos):
+    """The frames after one seek point go to one decoder, each such group to the decoder with the fewest
+    packets so far; side by side the decoders send the packets one decoder would, each also frame 0's. A long
+    stretch of wanted frames is shared at its seek points, so that decoders take turns as the frames are used."""
     index = read_index(videos["h264"])  # a seek point every 60 frames
+    assert index.seek_frames.tolist() == [0, 60, 120, 180, 240]
     wanted = np.array([3, 5, 70, 75, 130, 200, 205, 290])
     lane_of = lanes(index, wanted, 2)
-    assert lane_of[0] == lane_of[1] == 0 and lane_of[2] == lane_of[3] and lane_of[5] == lane_of[6]
-    assert set(lane_of.tolist()) == {0, 1}
+    point = np.searchsorted(index.seek_frames, wanted, side="right") - 1
+    for group in np.unique(point):
+        assert len(set(lane_of[point == group].tolist())) == 1
+    assert set(lane_of.tolist()) == {0, 1} and lane_of[0] == 0
     sent = [plan(index, wanted[lane_of == lane]).packets for lane in (0, 1)]
     assert sum(sent) == plan(index, wanted).packets + 1
     assert abs(sent[0] - sent[1]) <= 60
+    long = np.concatenate([np.arange(100), [130, 190, 250]])  # one run for one decoder, shared at frame 60
+    assert lanes(index, long, 2)[:100].tolist() == [0] * 60 + [1] * 40
+    assert lanes(index, np.array([0, 100]), 2).tolist() == [0, 1]  # frame 0's group costs its packet
+    assert lanes(index, np.array([150]), 2).tolist() == [0]
+    assert lanes(index, np.array([10, 70]), 4).tolist() == [0, 1]  # more decoders than groups
+    assert lanes(index, np.zeros(0, np.int64), 2).tolist() == []
     assert lanes(index, wanted, 1).tolist() == [0] * len(wanted)
+
+
+def test_decoders_side_by_side_end_with_the_read(videos):
+    """A caller that stops early, or fails, leaves no decoder's thread behind."""
+    path = videos["h264"]
+    before = {thread.ident for thread in threading.enumerate()}
+    video = Video(path)
+    frames = video.frames_at(np.array([5, 70, 130, 200, 290]), size=(24, 40))
+    next(frames)
+    assert LANES_HERE == 1 or any(t.name == "jumpnet-source" for t in threading.enumerate())
+    frames.close()
+    with pytest.raises(RuntimeError, match="the caller's"):
+        for _ in Video(path).frames_at(np.array([5, 70, 130, 200, 290])):
+            raise RuntimeError("the caller's own error")
+    time.sleep(0.05)
+    assert {thread.ident for thread in threading.enumerate()} <= before
 
 
 @pytest.mark.parametrize("kind, method", [("mp4v", "seek"), ("h264", "seek"),

@@ -93,19 +93,24 @@ def remove_output(path: str) -> None:
         os.remove(path)
 
 
-_interrupts: list[type[KeyboardInterrupt]] = []  # Ctrl-C or SIGTERM received by the command line
+_interrupt: list[type[KeyboardInterrupt]] = []  # the Ctrl-C or SIGTERM the command line received, if any
 
 
 def note_interrupt(kind: type[KeyboardInterrupt]) -> None:
     """A signal the command line turned into ``kind`` (and raised): no output lands after it, even if Python
-    dropped that exception (one raised while a finalizer or a callback runs is only printed)."""
-    _interrupts.append(kind)
+    dropped that exception (one raised while a finalizer runs is only printed), until it is cleared."""
+    _interrupt[:] = [kind]
 
 
 def check_interrupt() -> None:
     """Raise the interrupt noted, if any (see :func:`note_interrupt`)."""
-    if _interrupts:
-        raise _interrupts[0]()
+    if _interrupt:
+        raise _interrupt[0]()
+
+
+def clear_interrupt() -> None:
+    """The interrupt noted was handled (the viewer stops on one; a command line run ends)."""
+    _interrupt.clear()
 
 
 def land(temp: str, path: str) -> None:

@@ -83,10 +83,10 @@ class RowSpool:
         else:
             os.makedirs(path)
             files = open(os.path.join(path, "rows"), "w+b"), open(os.path.join(path, "index"), "w+b")
-        self._open(path, keys, files, {f.name: {} for f in SCHEMA if f.text}, None, sealed=False)
+        self._setup(path, keys, files, {f.name: {} for f in SCHEMA if f.text}, None, sealed=False)
 
-    def _open(self, path: str | None, keys: int, files: tuple[IO[bytes], IO[bytes]], codes: dict[str, dict[str, int]],
-              image_shape: tuple[int, ...] | None, *, sealed: bool) -> None:
+    def _setup(self, path: str | None, keys: int, files: tuple[IO[bytes], IO[bytes]], codes: dict[str, dict[str, int]],
+               image_shape: tuple[int, ...] | None, *, sealed: bool) -> None:
         """The state a new spool and a loaded one share: the rows' and offsets' files, the text tables."""
         self.path, self.keys = path, keys
         self._file, self._index = files
@@ -117,7 +117,7 @@ class RowSpool:
             meta = json.load(f)
         spool = cls.__new__(cls)
         files = open(os.path.join(path, "rows"), "rb"), open(os.path.join(path, "index"), "rb")
-        spool._open(path, meta["keys"], files,
+        spool._setup(path, meta["keys"], files,
                     {name: {value: i for i, value in enumerate(table)} for name, table in meta["codes"].items()},
                     tuple(meta["image_shape"]) if meta["image_shape"] else None, sealed=True)
         return spool

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..build.inputs import MANIFEST
 from ..errors import JumpnetError
 from ..formats import partial_path, remove_output
+from ..formats.output import land
 from . import pages
 from .figures import Tally, audit_of, figures, tally
 from .source import DatasetSource, open_source
@@ -53,7 +54,7 @@ def write_report(build_dir: str | os.PathLike) -> Path:
     try:
         with open(temp, "w", encoding="utf-8", errors="backslashreplace") as f:  # names need not be UTF-8
             f.write(pages.page(f"Build report: {os.path.basename(os.path.abspath(folder))}", body))
-        os.replace(temp, out)
+        land(temp, out)
     except BaseException:
         remove_output(temp)
         raise

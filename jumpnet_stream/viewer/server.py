@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
 from ..errors import JumpnetError
+from ..formats.output import clear_interrupt
 from . import pages
 from .app import Response, Viewer, html
 from .source import open_source
@@ -93,4 +94,4 @@ def serve(path: str | os.PathLike, port: int = 8765, open_browser: bool = False,
         try:
             server.serve_forever()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM handled as one: the normal way to stop
-            pass
+            clear_interrupt()
