@@ -27,8 +27,8 @@ frame lies ahead of the next packet to be read, it seeks there; otherwise it kee
 It seeks by the keyframe's presentation time, which is what MP4's and Matroska's demuxers index (by
 its decode time, MP4 lands on the keyframe before). Packets of frames that are not wanted are sent with
 ``skip_frame = NONREF``, so frames no other frame refers to (most B-frames of long-GOP H.264) are not
-decoded at all. Decoders can share the work side by side (:func:`lanes`): each takes whole runs of
-frames read from one seek point on. Every decoded frame is identified by its presentation time, and
+decoded at all. Decoders can share the work side by side (:func:`lanes`): each takes all the wanted
+frames between one seek point and the next, or none of them. Every decoded frame is identified by its presentation time, and
 anything unexpected (a seek landing elsewhere than on a seek point, a frame out of order or missing, a
 decoder error) raises :class:`SeekFailure` so that the caller can go on sequentially.
 
