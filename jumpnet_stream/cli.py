@@ -254,7 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     held = _held_warnings()
     return_large_buffers_to_os()
     clear_interrupt()
-    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)}
+    # Ctrl-C stays ignored where it was (a job started in the background by a script): Python's own rule
+    previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)
+                if signum == signal.SIGTERM or signal.getsignal(signum) is not signal.SIG_IGN}
     run: Callable[[argparse.Namespace], Result] = args.run
     try:
         counts, summary = run(args)

@@ -232,8 +232,14 @@ def test_config_settings_of_the_wrong_type_name_the_setting(tmp_path, setting, m
 
 
 # -- signals, stale partials, two builds at once --------------------------------------------------------------
+# The command as from a terminal, where Ctrl-C is not ignored, however these tests were started (a script's
+# background job ignores it, and the command then keeps it ignored, as Python does)
+_AS_FROM_A_TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                       "from jumpnet_stream.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
 def _start(*args):
-    return subprocess.Popen([sys.executable, "-m", "jumpnet_stream", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-c", _AS_FROM_A_TERMINAL, *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
@@ -283,6 +289,7 @@ def test_an_interrupt_python_dropped_still_keeps_the_output_from_landing(big, tm
     script = textwrap.dedent(f"""
         import os, signal, sys, threading, time
         from jumpnet_stream.cli import main
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal (see _start)
         class TakesTheSignal:
             def __del__(self):
                 os.kill(os.getpid(), signal.SIGINT)
@@ -310,6 +317,7 @@ def test_a_program_that_runs_the_command_line_keeps_its_own_ctrl_c(big, tmp_path
         import os, signal
         from jumpnet_stream.cli import main
         from jumpnet_stream.stages.export import export
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the program's (inherited: may be ignored)
         assert main(["inspect", {str(big)!r}]) == 0
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
         try:
