@@ -258,8 +258,8 @@ def lanes(index: KeyframeIndex, wanted: np.ndarray, count: int) -> np.ndarray:
     group to the decoder with the fewest packets so far (the first on a tie). Their frames are used in order,
     so decoders that take turns group by group can run side by side; none decodes a packet another does
     (frame 0's aside), and together they decode no more than one decoder would."""
-    if not len(wanted):
-        return np.zeros(0, np.int64)
+    if count == 1 or not len(wanted):
+        return np.zeros(len(wanted), np.int64)
     point = np.maximum(np.searchsorted(index.seek_frames, wanted, side="right") - 1, 0)
     first = np.flatnonzero(np.r_[True, point[1:] != point[:-1]])  # each group's first wanted frame
     position = index.decode_position

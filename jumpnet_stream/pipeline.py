@@ -28,7 +28,6 @@ class threaded(Iterator[T]):
     def __init__(self, items: Iterator[T], depth: int = 2):
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
-        self._ended = False
         # the thread holds the queue, the event and the items, never this object (which may then be collected)
         self._worker = threading.Thread(target=_feed, args=(items, self._queue, self._stop), name="jumpnet-source",
                                         daemon=True)
@@ -38,7 +37,7 @@ class threaded(Iterator[T]):
         return self
 
     def __next__(self) -> T:
-        if self._ended:
+        if self._stop.is_set():
             raise StopIteration
         item = self._queue.get()
         if item is _DONE:
@@ -51,7 +50,6 @@ class threaded(Iterator[T]):
 
     def stop(self) -> None:
         """Tell the thread to stop, without waiting for it (:meth:`close` waits)."""
-        self._ended = True
         self._stop.set()
 
     def close(self) -> None:

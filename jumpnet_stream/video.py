@@ -308,8 +308,8 @@ class Video:
         return max(1, min(SEEKING_LANES, cores))
 
     @staticmethod
-    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray, size: tuple[int, int] | None
-              ) -> Iterator[tuple[int, np.ndarray]]:
+    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray,
+                     size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
         """``(index, frame)`` for each of ``mine`` (ascending): BGR, or resized RGB given ``size``. The
         decoder decodes frame 0 first, wanted or not (:meth:`SeekingDecoder.frames`)."""
         skip_first = not len(mine) or mine[0] != 0
