@@ -61,9 +61,13 @@ MIN_SAVING = 0.25
 # Frames of at least LARGE_FRAME pixels are decoded by FFmpeg's frame threads, SEEKING_THREADS of them when
 # seeking: the build of a 5-minute 1080p60 H.264 recording ran 1.14x faster with 2 than with 1 (31.9 against
 # 36.5 s beside a 60 s read(); 4 threads: no faster, and more frames held); the recorder's 454x454 mp4v gained
-# nothing (950 frames sought: 1.27-1.45 s either way). A caller reading every frame ahead (Video.frames) has
-# them decoded on a thread of their own: 1080p60 H.264 read and resized to 227x227, 1.2x (259-278 against
-# 208-221 fps, beside 371 for a plain read()); 454x454 mp4v that way: slower (2,500 against 3,100-3,500 fps).
+# nothing (950 frames sought: 1.27-1.45 s either way). Seeking such frames, the decoder runs on a thread of its
+# own (one decoded picture queued) and the caller's thread converts them, so that FFmpeg's threads decode
+# meanwhile: that build's frames stage 27.0 -> 24.7 s and 30.5 -> 28.3 s, the build x1.08 and x1.09 (ratio
+# 1.89 -> 2.04 and 1.77 -> 1.93; two runs, medians of 3, interleaved). A caller reading every frame ahead
+# (Video.frames) has them decoded on a thread of their own: 1080p60 H.264 read and resized to 227x227, 1.2x
+# (259-278 against 208-221 fps, beside 371 for a plain read()); 454x454 mp4v that way: slower (2,500 against
+# 3,100-3,500 fps).
 SEEKING_THREADS = 2
 LARGE_FRAME = 1280 * 720
 # Seeking frames smaller than LARGE_FRAME, SEEKING_LANES decoders read side by side, each on a thread of its
@@ -284,7 +288,7 @@ class Video:
         """Frame 0 as PyAV converts it must be OpenCV's, byte for byte, before PyAV's frames are used
         (checked once per video)."""
         if self._first_agrees is None:
-            frames = self._lane_frames(SeekingDecoder(self.path, index), np.zeros(1, np.int64), None)
+            frames = _converted(self._lane_frames(SeekingDecoder(self.path, index), np.zeros(1, np.int64)), None)
             try:
                 _, ours = next(frames)
             finally:
@@ -308,19 +312,13 @@ class Video:
         return max(1, min(SEEKING_LANES, cores))
 
     @staticmethod
-    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray,
-                     size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
-        """``(index, frame)`` for each of ``mine`` (ascending): BGR, or resized RGB given ``size``. The
-        decoder decodes frame 0 first, wanted or not (:meth:`SeekingDecoder.frames`)."""
+    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray) -> Iterator[tuple[int, "keyframes.av.VideoFrame"]]:
+        """``(index, decoded frame)`` for each of ``mine`` (ascending). The decoder decodes frame 0 first,
+        wanted or not (:meth:`SeekingDecoder.frames`)."""
         skip_first = not len(mine) or mine[0] != 0
         for i, frame in decoder.frames(np.concatenate([[0], mine[mine > 0]]).astype(np.int64)):
-            if i == 0 and skip_first:
-                continue
-            try:
-                bgr = frame.to_ndarray(format="bgr24", threads=1)
-            except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
-                raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
-            yield i, bgr if size is None else resize_rgb(bgr, size)
+            if not (i == 0 and skip_first):
+                yield i, frame
 
     def _decoded(self, wanted: np.ndarray, rows: int, *, seek: bool, method: str, frames_read: int,
                  fallback_select: Callable[[int], bool] | None, fallback_stop: int | None,
@@ -339,14 +337,22 @@ class Video:
         indices = np.empty(rows, np.int64)
         decoders: list[SeekingDecoder] = []
         streams: list[Iterator[tuple[int, np.ndarray]]] = []
+        running: list[threaded] = []  # the streams' threads
         n, last, failure = 0, -1, None
         try:
             self._agrees(index)
             for lane in range(len(used)):
                 decoders.append(SeekingDecoder(self.path, index, seek=seek, threads=threads))
-                frames = self._lane_frames(decoders[-1], wanted[order == lane], size)
-                streams.append(frames if count == 1 else
-                               threaded(frames, min(16, max(2, LANE_BYTES // math.prod(shape)))))
+                frames = self._lane_frames(decoders[-1], wanted[order == lane])
+                if count > 1:  # each lane converts its frames on its thread
+                    depth = min(16, max(2, LANE_BYTES // math.prod(shape)))
+                    running.append(threaded(_converted(frames, size), depth))
+                    streams.append(running[-1])
+                elif threads > 1:  # decoded on a thread of its own (and FFmpeg's frame threads), converted here
+                    running.append(threaded(frames, 1))
+                    streams.append(_converted(running[-1], size))
+                else:
+                    streams.append(_converted(frames, size))
             for lane in order:
                 i, frame = next(streams[lane])
                 buffer[n] = frame  # into the reused buffer: a new 6 MB array per 1080p frame cost page faults
@@ -360,9 +366,9 @@ class Video:
         except SeekFailure as error:
             failure = str(error)
         finally:
-            for stream in streams if count > 1 else ():  # all told to stop before any is waited for
-                stream.stop()
-            for stream in streams:
+            for thread in running:  # all told to stop before any is waited for
+                thread.stop()
+            for stream in [*streams, *running]:  # a lane's thread is both
                 stream.close()
             report.seeks = sum(decoder.seeks for decoder in decoders)
             report.decoded = sum(decoder.sent for decoder in decoders)
@@ -431,6 +437,19 @@ class Video:
         finally:
             self.frames_read = index + 1
             capture.release()
+
+
+def _converted(frames: Iterator[tuple[int, "keyframes.av.VideoFrame"]],
+               size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+    """PyAV's ``(index, frame)`` pairs as ``(index, BGR array)``, or resized RGB given ``size``
+    (:func:`kernels.resize_rgb`); a frame it cannot convert is a :class:`SeekFailure`."""
+    for i, frame in frames:
+        try:
+            bgr = frame.to_ndarray(format="bgr24", threads=1)
+        except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
+            raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
+        frame = None  # its decoder picture released before the resize
+        yield i, bgr if size is None else resize_rgb(bgr, size)
 
 
 def _sized(chunks: Iterator[Chunk], size: tuple[int, int] | None) -> Iterator[Chunk]:

@@ -268,7 +268,8 @@ def test_dense_decoding_with_pyav_is_opencvs(videos, rows):
 def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
     """``frames(ahead=2)``, as the negatives command reads large frames (their decoder on a thread of its own,
     with FFmpeg's frame threads from 1280x720 on): the same frames and count, each chunk intact while it is
-    the caller's, however far the reader has run ahead. And frames sought, by frame threads from that size."""
+    the caller's, however far the reader has run ahead. And frames sought, by frame threads from that size,
+    on a thread of their own."""
     width, height = size
     path = write_screen_recording(tmp_path / "v.mp4", frames=36, width=width, height=height, fps=30, gop=12,
                                   bframes=2, preset="ultrafast").path
@@ -286,6 +287,13 @@ def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
     # still the sequential frames
     report = _assert_same(path, np.array([2, 17, 30])).read_report
     assert report.method == "seek" and report.lanes == (1 if width * height >= LARGE_FRAME else LANES_HERE)
+    if width * height >= LARGE_FRAME:  # that decoder on a thread of its own, gone with the read
+        before = {thread.ident for thread in threading.enumerate()}
+        frames = Video(path).frames_at(np.array([2, 17, 30]), size=(24, 40))
+        next(frames)
+        assert any(thread.name == "jumpnet-source" for thread in threading.enumerate())
+        frames.close()
+        assert {thread.ident for thread in threading.enumerate()} <= before
 
 
 def test_read_ahead_keeps_to_its_byte_budget(videos, monkeypatch):
