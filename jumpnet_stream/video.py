@@ -324,8 +324,9 @@ class Video:
                  fallback_select: Callable[[int], bool] | None, fallback_stop: int | None,
                  size: tuple[int, int] | None = None) -> Iterator[Chunk]:
         """PyAV's frames ``wanted`` (ascending, all in the trusted index) as chunks, read by up to
-        :data:`SEEKING_LANES` decoders each on a thread of its own when seeking; on a
-        :class:`SeekFailure`, the frames after the last one delivered are grabbed with OpenCV."""
+        :data:`SEEKING_LANES` decoders each on a thread of its own when seeking (large frames: by one, on a
+        thread of its own with FFmpeg's frame threads, converted in this one); on a :class:`SeekFailure`, the
+        frames after the last one delivered are grabbed with OpenCV."""
         index = self._index
         count = self._lanes(seek)
         used, order = np.unique(keyframes.lanes(index, wanted, count), return_inverse=True)  # lanes as started
