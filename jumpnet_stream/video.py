@@ -19,7 +19,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import cv2
 import numpy as np
@@ -312,7 +312,8 @@ class Video:
         return max(1, min(SEEKING_LANES, cores))
 
     @staticmethod
-    def _lane_frames(decoder: SeekingDecoder, mine: np.ndarray) -> Iterator[tuple[int, "keyframes.av.VideoFrame"]]:
+    def _lane_frames(decoder: SeekingDecoder,
+                     mine: np.ndarray) -> Generator[tuple[int, "keyframes.av.VideoFrame"], None, None]:
         """``(index, decoded frame)`` for each of ``mine`` (ascending). The decoder decodes frame 0 first,
         wanted or not (:meth:`SeekingDecoder.frames`)."""
         skip_first = not len(mine) or mine[0] != 0
@@ -440,17 +441,21 @@ class Video:
             capture.release()
 
 
-def _converted(frames: Iterator[tuple[int, "keyframes.av.VideoFrame"]],
+def _converted(frames: Generator[tuple[int, "keyframes.av.VideoFrame"], None, None] | threaded,
                size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV's ``(index, frame)`` pairs as ``(index, BGR array)``, or resized RGB given ``size``
-    (:func:`kernels.resize_rgb`); a frame it cannot convert is a :class:`SeekFailure`."""
-    for i, frame in frames:
-        try:
-            bgr = frame.to_ndarray(format="bgr24", threads=1)
-        except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
-            raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
-        frame = None  # its decoder picture released before the resize
-        yield i, bgr if size is None else resize_rgb(bgr, size)
+    (:func:`kernels.resize_rgb`); a frame it cannot convert is a :class:`SeekFailure`. Closing this closes
+    ``frames`` (and so the decoder's file, or its thread), as the conversion used to be part of them."""
+    try:
+        for i, frame in frames:
+            try:
+                bgr = frame.to_ndarray(format="bgr24", threads=1)
+            except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
+                raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
+            frame = None  # its decoder picture released before the resize
+            yield i, bgr if size is None else resize_rgb(bgr, size)
+    finally:
+        frames.close()
 
 
 def _sized(chunks: Iterator[Chunk], size: tuple[int, int] | None) -> Iterator[Chunk]:
