@@ -22,6 +22,7 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.scheduler import KilledWorker
 
 from ..errors import JumpnetError
+from ..pipeline import trim_heap
 from .manifest import InputHashes, Manifest, file_record
 
 MAX_WORKERS = 256
@@ -29,11 +30,15 @@ WORKER_WAIT = 120  # seconds a build waits for a scheduler's first worker
 
 
 def _caught(fn: Callable[..., Any], *args: Any) -> tuple[Any, list[tuple[str, type]]]:
-    """``fn(*args)`` on a worker, with the warnings it gave (the driver shows them, as a build here does)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = fn(*args)
-    return result, [(str(w.message), w.category) for w in caught]
+    """``fn(*args)`` on a worker, with the warnings it gave (the driver shows them, as a build here does); what
+    the task freed goes back to the OS before the worker's next task (:func:`trim_heap`)."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = fn(*args)
+        return result, [(str(w.message), w.category) for w in caught]
+    finally:
+        trim_heap()
 
 
 class Cluster:

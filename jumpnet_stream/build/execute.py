@@ -285,7 +285,7 @@ def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[]
             raise
         return counts, seconds, None, exc
     finally:
-        trim_heap()  # what the task freed, back to the OS before the next task (a worker runs many)
+        trim_heap(collect=False)  # what the task freed, back to the OS before the next (a worker also collects)
 
 
 #: Runs tasks, each ``(label, args)``, as ``fn(*args)``; yields ``(index, result)`` as each finishes (a
