@@ -115,6 +115,18 @@ def _tiny_build(folder, samples: int):
     return folder
 
 
+def test_a_pages_summaries_are_read_a_stored_block_at_a_time(tmp_path):
+    folder = _tiny_build(tmp_path / "set", 20_000)  # its small fields in blocks of 4096 rows
+    whole, blocks = open_source(folder), open_source(folder, whole=False)
+    reads = []
+    column_rows = blocks.reader.column_rows
+    blocks.reader.column_rows = lambda names, start, stop: reads.append(start) or column_rows(names, start, stop)
+    positions = [19_999, 5, 4096, 4095, 12_000, 5]  # four blocks, out of order, one position twice
+    assert blocks.summaries(positions) == [whole.summary(p) for p in positions]
+    assert sorted(reads) == [0, 4096, 8192, 16384] and "_whole" not in blocks.__dict__
+    assert whole.summaries(positions) == [whole.summary(p) for p in positions]
+
+
 def test_the_reports_peak_memory_is_flat_in_the_sets_length(tmp_path):
     peaks = {}
     for samples in (20_000, 400_000):  # the small fields read whole made the larger one's peak 63 MB higher

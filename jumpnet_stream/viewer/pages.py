@@ -105,7 +105,8 @@ def tiles(samples: Sequence[dict[str, Any]], link: str | None) -> str:
 def sample_tiles(source: Source, positions: Sequence[int], link: str | None) -> str:
     """The samples at ``positions`` as :func:`tiles` (their images read together)."""
     images = source.images(list(positions))
-    return tiles([{**source.summary(int(p)), "thumb": data_uri(images[int(p)])} for p in positions], link)
+    return tiles([{**summary, "thumb": data_uri(images[int(p)])}
+                  for p, summary in zip(positions, source.summaries(positions))], link)
 
 
 def figure_sections(found: Sequence[Figure]) -> str:

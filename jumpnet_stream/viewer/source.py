@@ -10,7 +10,7 @@ import os
 import re
 import threading
 from functools import cached_property
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -139,7 +139,13 @@ class Source:
 
     def summary(self, position: int) -> dict[str, Any]:
         """What a tile or a sample's page says of the sample at ``position``."""
-        one = self._one(position)
+        return self._summary(position, self._one(position))
+
+    def summaries(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """:meth:`summary` of each of ``positions`` (a page of tiles)."""
+        return [self.summary(int(p)) for p in positions]
+
+    def _summary(self, position: int, one: dict[str, np.ndarray]) -> dict[str, Any]:
         sample = {"position": position, "recording": str(one["recordings"][0]), "frame": int(one["frames"][0]),
                   "phase": str(one["phase"][0]), "hold": float(one["holds"][0]),
                   "held": [key for key, down in zip(self.keys, one["held"][0]) if down]}
@@ -240,6 +246,20 @@ class DatasetSource(Source):
             return super()._one(position)
         with self.lock:
             return self._derive(self.reader.column_rows(list(SMALL_FIELDS), position, position + 1))
+
+    def summaries(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """Not whole, the small fields of each stored block that holds some of ``positions`` are read once (a
+        row at a time, a build's report spent 0.4 s reading its 30 tiles' fields)."""
+        if "_whole" in self.__dict__:
+            return super().summaries(positions)
+        block = self.reader.column_block
+        found: dict[int, dict[str, Any]] = {}
+        for start in sorted({int(p) // block * block for p in positions}):
+            with self.lock:
+                rows = self._derive(self.reader.column_rows(list(SMALL_FIELDS), start, start + block))
+            for p in {int(p) for p in positions if start <= p < start + block}:
+                found[p] = self._summary(p, {name: column[p - start:p - start + 1] for name, column in rows.items()})
+        return [found[int(p)] for p in positions]
 
     def blocks(self, names: list[str]) -> Iterator[dict[str, np.ndarray]]:
         """The small fields ``names`` in row order: whole once read, else :data:`BLOCK_ROWS` at a time."""
