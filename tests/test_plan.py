@@ -9,14 +9,18 @@ import json
 import multiprocessing
 import os
 import pickle
+import sys
+import threading
 from dataclasses import asdict
 
 import pytest
 
+from jumpnet_stream import open_dataset
 from jumpnet_stream.build import BuildOptions, Session, build
 from jumpnet_stream.build.execute import eligible, run_spec, survey
 from jumpnet_stream.build.plan import plan_frames, plan_positives
 from jumpnet_stream.build.split import SPLITS, choose_negatives, plan_split
+from jumpnet_stream.quality import audit
 from jumpnet_stream.synth import make_recording
 
 
@@ -99,3 +103,25 @@ def test_a_recording_added_in_front_leaves_the_others_outputs_as_they_were(sessi
     manifest = json.load(open(os.path.join(folder, "manifest.json")))
     recorded = {output for entry in manifest["stages"].values() for output in entry.get("outputs", [])}
     assert {os.path.join("work", name) for name in beta_outputs} <= recorded
+
+
+def test_in_one_process_the_audit_runs_beside_the_exports_to_what_it_gives_alone(sessions, tmp_path):
+    ran_on: dict[str, set[str]] = {}
+
+    def profile(frame, event, arg):  # which thread entered each stage's function
+        if event == "call" and frame.f_globals.get("__name__") == "jumpnet_stream.build.execute" \
+                and frame.f_code.co_name in ("_audit", "_final", "_dataset"):
+            ran_on.setdefault(frame.f_code.co_name, set()).add(threading.current_thread().name)
+
+    threading.setprofile(profile)
+    sys.setprofile(profile)
+    try:
+        report = build(sessions, tmp_path / "set", BuildOptions(negatives=40, val_fraction=0.3))
+    finally:
+        sys.setprofile(None)
+        threading.setprofile(None)
+    assert ran_on["_dataset"] == ran_on["_final"] == {"MainThread"}  # the train and val exports, one after another
+    assert len(ran_on["_audit"]) == 1 and next(iter(ran_on["_audit"])).startswith("jumpnet-beside")
+    assert report.ran[-1] == "audit" and {"final", "final val"} <= set(report.ran)
+    assert report.audit == audit(open_dataset(tmp_path / "set" / "dataset.zarr"), seed=42).counts()
+    assert [name for name in threading.enumerate() if name.name.startswith("jumpnet-beside")] == []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from typing import Any, Callable, Iterator
 
@@ -365,13 +366,22 @@ class Executor:
 
     def _run(self, specs: list[StageSpec], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
         """The tasks' results as they finish: a stage of :data:`FANNED` run here, in the driver (its own
-        tasks go to the pool), the others as tasks of the pool."""
+        tasks go to the pool), the others as tasks of the pool. Without a cluster, a spec that writes nothing
+        (the audit: it reads the dataset, as the exports beside it do) runs on a thread of its own beside the
+        others of its wave, its result given after theirs."""
         here = [index for index, spec in enumerate(specs) if spec.kind in FANNED]
         there = [index for index in range(len(specs)) if index not in here]
-        for index in here:
-            yield index, run_task(*tasks[index][1], self.pool)
-        for at, result in self.pool(run_task, [tasks[index] for index in there]) if there else ():
-            yield there[at], result
+        beside = [index for index in there if not specs[index].outputs] \
+            if self.pool is in_process and len(there) > 1 else []
+        there = [index for index in there if index not in beside]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumpnet-beside") as thread:
+            futures = [(index, thread.submit(run_task, *tasks[index][1])) for index in beside]
+            for index in here:
+                yield index, run_task(*tasks[index][1], self.pool)
+            for at, result in self.pool(run_task, [tasks[index] for index in there]) if there else ():
+                yield there[at], result
+            for index, future in futures:  # an error it raised, raised here (after the others have landed)
+                yield index, future.result()
 
     def output(self, spec: StageSpec) -> str:
         return os.path.join(self.folder, spec.output)
