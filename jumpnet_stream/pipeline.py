@@ -128,10 +128,11 @@ def return_large_buffers_to_os(threshold: int = 1 << 20) -> bool:
 def trim_heap(collect: bool = True) -> bool:
     """Give the heap's free pages back to the OS (glibc's ``malloc_trim``), ``collect``: after collecting
     cycles, so what one task freed stays out of the next one's peak in a long-lived process. A Dask worker
-    collects too: without, its resting size grew by about 12 MB over the tasks of a build of 4 recordings. A
-    build in one process trims between its stages without collecting: the 10-minute mp4v build's peak RSS
-    259 -> 248 MB with the trim, no lower with the collection, which cost 0.06-0.08 s a stage (0.4-0.9 s of
-    a 9 s build). Returns whether it applied (glibc only)."""
+    collects and trims after each task: without both, its resting size grew by about 12 MB over the tasks of a
+    build of 4 recordings (the two were not measured apart there). A build in one process trims between its
+    stages without collecting: the 10-minute mp4v build's peak RSS 259 -> 248 MB with the trim, no lower with
+    the collection, which cost 0.06-0.08 s a stage (0.4-0.9 s of a 9 s build). Returns whether it applied
+    (glibc only)."""
     if collect:
         gc.collect()
     try:

@@ -11,6 +11,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 from dataclasses import asdict
 
 import pytest
@@ -107,11 +108,13 @@ def test_a_recording_added_in_front_leaves_the_others_outputs_as_they_were(sessi
 
 def test_in_one_process_the_audit_runs_beside_the_exports_to_what_it_gives_alone(sessions, tmp_path):
     ran_on: dict[str, set[str]] = {}
+    times: dict[tuple[str, str], list[float]] = {}
 
-    def profile(frame, event, arg):  # which thread entered each stage's function
-        if event == "call" and frame.f_globals.get("__name__") == "jumpnet_stream.build.execute" \
+    def profile(frame, event, arg):  # which thread entered each stage's function, and when it entered and left
+        if event in ("call", "return") and frame.f_globals.get("__name__") == "jumpnet_stream.build.execute" \
                 and frame.f_code.co_name in ("_audit", "_final", "_dataset"):
             ran_on.setdefault(frame.f_code.co_name, set()).add(threading.current_thread().name)
+            times.setdefault((frame.f_code.co_name, event), []).append(time.perf_counter())
 
     threading.setprofile(profile)
     sys.setprofile(profile)
@@ -123,5 +126,7 @@ def test_in_one_process_the_audit_runs_beside_the_exports_to_what_it_gives_alone
     assert ran_on["_dataset"] == ran_on["_final"] == {"MainThread"}  # the train and val exports, one after another
     assert len(ran_on["_audit"]) == 1 and next(iter(ran_on["_audit"])).startswith("jumpnet-beside")
     assert report.ran[-1] == "audit" and {"final", "final val"} <= set(report.ran)
+    audit_ran, exports_ran = [(times[(name, "call")][0], times[(name, "return")][-1]) for name in ("_audit", "_final")]
+    assert audit_ran[0] < exports_ran[1] and exports_ran[0] < audit_ran[1]  # at once, not one after the other
     assert report.audit == audit(open_dataset(tmp_path / "set" / "dataset.zarr"), seed=42).counts()
     assert [name for name in threading.enumerate() if name.name.startswith("jumpnet-beside")] == []

