@@ -209,8 +209,10 @@ STAGES: dict[str, Callable[[StageSpec, str, bool], dict[str, Any]]] = {
     "preprocess": _preprocess, "frames": _frames, "positives": _positives, "augment": _augment,
     "audit": _audit, "final": _final}
 #: Stages that write nothing and read only what an earlier wave wrote (the audit reads the dataset, as the exports
-#: beside it do): without a cluster they run on a thread beside their wave's other stages. The 5-minute 1080p H.264
-#: build's last wave took 0.6 s less; the 10-minute mp4v build's peak RSS went from 248 to 260 MB.
+#: beside it do): without a cluster they run on a thread beside their wave's other stages. That wave (final.npz with the
+#: audit beside it, against the two one after the other; stage seconds of benchmarks/bench_pipeline.py's median runs)
+#: took 0.0, 0.17 and 0.41 s less on the 5-minute 1080p H.264 build and 0.4 and 0.6 s less on the 10-minute mp4v one,
+#: whose peak RSS went from 248 to 260 MB.
 BESIDE = {"audit"}
 #: Stages the driver runs, as tasks of its pool (of their own: :func:`_dataset`).
 FANNED: dict[str, Callable[[StageSpec, str, bool, Pool], dict[str, Any]]] = {"dataset": _dataset}
