@@ -15,9 +15,11 @@ before PyAV's frames are used. :attr:`Video.read_report` says which way the last
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import threading
 from dataclasses import dataclass
 from typing import Callable, Generator, Iterator
 
@@ -58,25 +60,24 @@ def count_if_plausible(count: float, file_bytes: int, fps: float | None) -> int 
 # Reading every frame, OpenCV stays faster: its decoding is as fast as PyAV's and its BGR conversion
 # faster (1080p60 H.264 here: 3.4 + 2.2 ms a frame against 3.5 + 3.4 ms with PyAV).
 MIN_SAVING = 0.25
-# Frames of at least LARGE_FRAME pixels are decoded by FFmpeg's frame threads, SEEKING_THREADS of them when
-# seeking: the build of a 5-minute 1080p60 H.264 recording ran 1.14x faster with 2 than with 1 (31.9 against
-# 36.5 s beside a 60 s read(); 4 threads: no faster, and more frames held); the recorder's 454x454 mp4v gained
-# nothing (950 frames sought: 1.27-1.45 s either way). Seeking such frames, the decoder runs on a thread of its
-# own (one decoded picture queued) and the caller's thread converts them, so that FFmpeg's threads decode
-# meanwhile: that build's frames stage 27.0 -> 24.7 s and 30.5 -> 28.3 s, the build x1.08 and x1.09 (ratio
-# 1.89 -> 2.04 and 1.77 -> 1.93; two runs, medians of 3, interleaved). A caller reading every frame ahead
-# (Video.frames) has them decoded on a thread of their own: 1080p60 H.264 read and resized to 227x227, 1.2x
-# (259-278 against 208-221 fps, beside 371 for a plain read()); 454x454 mp4v that way: slower (2,500 against
-# 3,100-3,500 fps).
+# Frames of at least LARGE_FRAME pixels are read ahead by FFmpeg's frame threads (Video.frames(ahead=N)): 1080p60
+# H.264 read and resized to 227x227, 1.2x (259-278 against 208-221 fps, beside 371 for a plain read()); 454x454
+# mp4v that way: slower (2,500 against 3,100-3,500 fps). Seeking frames of up to LANE_PIXELS, SEEKING_LANES
+# decoders read side by side, each on a thread of its own with one FFmpeg thread, the frames after each seek
+# point by one of them (keyframes.lanes), its frames converted (and resized, given a size) on its thread: the 806
+# frames a 10-minute 454x454 mp4v build wants in 1.05 s against 1.8 s for one decoder; a 5-minute 1080p60 H.264
+# build's frames stage 15.8 s against 20.8 s for one decoder on two frame threads (the build 21.1 against 25.3 s).
+# A lane queues up to LANE_BYTES of frames (2 to 16; 2 slowed that H.264 read from 14 to 20 s: the lanes wait on
+# each other). Lanes converting frames of LARGE_FRAME pixels or more take turns (one full-size BGR picture and
+# its conversion's buffers at a time): two lanes reading that H.264 build's frames rose 62 MB above where they
+# started instead of 79, no slower (14.1 against 13.2-14.7 s). Each 1080p decoder holds about 26 MB of
+# pictures; with the turns, fewer heaps (pipeline.keep_heap_small) and smaller batches (stages.frames) that build
+# peaks at 279-287 MB. Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
+# thread of its own (one decoded picture queued) while the caller's thread converts them (2 threads: 1.14x faster
+# than 1 at 1080p; 4 no faster, and more frames held).
 SEEKING_THREADS = 2
 LARGE_FRAME = 1280 * 720
-# Seeking frames smaller than LARGE_FRAME, SEEKING_LANES decoders read side by side, each on a thread of its
-# own, the frames after each seek point by one of them (keyframes.lanes), its frames converted (and
-# resized, given a size) on its thread: the 806 frames a 10-minute 454x454 mp4v build wants in 1.05 s against
-# 1.8 s for one decoder (the build: 13.9 -> 10.9 s). A lane queues up to LANE_BYTES of frames (2 to 16). Large
-# frames stay on one decoder and its frame threads: two lanes read a 5-minute 1080p60 H.264 build's 656 frames
-# in 13.5-15.6 s against 20.6-24 s, but each lane's decoder holds its own pictures (about 30 MB at 1080p), and
-# the build's peak RSS went from 275 to 317-324 MB, over the 300 MB the build keeps to.
+LANE_PIXELS = 1920 * 1080
 SEEKING_LANES = 2
 LANE_BYTES = 8 << 20
 # Reading ahead (Video.frames(ahead=N)) holds N + 2 chunks: N is lowered to keep them within this.
@@ -305,8 +306,8 @@ class Video:
 
     def _lanes(self, seek: bool) -> int:
         """How many decoders read side by side (:data:`SEEKING_LANES`): one unless seeking, on one core, or
-        with :attr:`large_frames` (their pictures would take too much memory)."""
-        if not seek or self.large_frames:
+        with frames of more than :data:`LANE_PIXELS` (their pictures would take too much memory)."""
+        if not seek or self.width * self.height > LANE_PIXELS:
             return 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return max(1, min(SEEKING_LANES, cores))
@@ -325,13 +326,14 @@ class Video:
                  fallback_select: Callable[[int], bool] | None, fallback_stop: int | None,
                  size: tuple[int, int] | None = None) -> Iterator[Chunk]:
         """PyAV's frames ``wanted`` (ascending, all in the trusted index) as chunks, read by up to
-        :data:`SEEKING_LANES` decoders each on a thread of its own when seeking (large frames: by one, on a
-        thread of its own with FFmpeg's frame threads, converted in this one); on a :class:`SeekFailure`, the
-        frames after the last one delivered are grabbed with OpenCV."""
+        :data:`SEEKING_LANES` decoders each on a thread of its own when seeking (frames of more than
+        :data:`LANE_PIXELS`: by one, on a thread of its own with FFmpeg's frame threads, converted in this one);
+        on a :class:`SeekFailure`, the frames after the last one delivered are grabbed with OpenCV."""
         index = self._index
         count = self._lanes(seek)
         used, order = np.unique(keyframes.lanes(index, wanted, count), return_inverse=True)  # lanes as started
-        threads = SEEKING_THREADS if count == 1 and self.large_frames else 1
+        threads = SEEKING_THREADS if count == 1 and self.width * self.height > LANE_PIXELS else 1
+        turns = threading.Lock() if count > 1 and self.large_frames else None  # lanes convert in turn
         shape = (*size, 3) if size else (self.height, self.width, 3)
         report = self.read_report = ReadReport(method=method, index_seconds=index.seconds)
         field = "image" if size else "frame"
@@ -348,7 +350,7 @@ class Video:
                 frames = self._lane_frames(decoders[-1], wanted[order == lane])
                 if count > 1:  # each lane converts its frames on its thread
                     depth = min(16, max(2, LANE_BYTES // math.prod(shape)))
-                    running.append(threaded(_converted(frames, size), depth))
+                    running.append(threaded(_converted(frames, size, turns), depth))
                     streams.append(running[-1])
                 elif threads > 1:  # decoded on a thread of its own (and FFmpeg's frame threads), converted here
                     running.append(threaded(frames, 1))
@@ -442,18 +444,23 @@ class Video:
 
 
 def _converted(frames: Generator[tuple[int, "keyframes.av.VideoFrame"], None, None] | threaded,
-               size: tuple[int, int] | None) -> Iterator[tuple[int, np.ndarray]]:
+               size: tuple[int, int] | None,
+               turns: threading.Lock | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """PyAV's ``(index, frame)`` pairs as ``(index, BGR array)``, or resized RGB given ``size``
-    (:func:`kernels.resize_rgb`); a frame it cannot convert is a :class:`SeekFailure`. Closing this closes
-    ``frames`` (and so the decoder's file, or its thread), as the conversion used to be part of them."""
+    (:func:`kernels.resize_rgb`), each converted while holding ``turns`` if given (lanes sharing it convert
+    one at a time); a frame it cannot convert is a :class:`SeekFailure`. Closing this closes ``frames`` (and
+    so the decoder's file, or its thread), as the conversion used to be part of them."""
     try:
         for i, frame in frames:
-            try:
-                bgr = frame.to_ndarray(format="bgr24", threads=1)
-            except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
-                raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
-            frame = None  # its decoder picture released before the resize
-            yield i, bgr if size is None else resize_rgb(bgr, size)
+            with turns or contextlib.nullcontext():
+                try:
+                    bgr = frame.to_ndarray(format="bgr24", threads=1)
+                except (keyframes.av.error.FFmpegError, ValueError) as error:  # a pixel format it cannot convert
+                    raise SeekFailure(f"PyAV cannot convert frame {i} to BGR ({error})") from error
+                frame = None  # its decoder picture released before the resize
+                if size is not None:
+                    bgr = resize_rgb(bgr, size)
+            yield i, bgr
     finally:
         frames.close()
 

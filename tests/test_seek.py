@@ -18,7 +18,7 @@ import jumpnet_stream.video as video_module
 from jumpnet_stream.kernels import resize_rgb
 from jumpnet_stream.keyframes import REORDER_DEPTH, analyse, lanes, plan, read_index
 from jumpnet_stream.synth import make_recording, write_clip
-from jumpnet_stream.video import LARGE_FRAME, SEEKING_LANES, Video
+from jumpnet_stream.video import LANE_PIXELS, SEEKING_LANES, Video
 
 av = pytest.importorskip("av")
 from jumpnet_stream.screen_video import write_screen_recording  # noqa: E402  (needs PyAV)
@@ -264,12 +264,12 @@ def test_dense_decoding_with_pyav_is_opencvs(videos, rows):
         next(Video(path).frames(backend="ffmpeg"))
 
 
-@pytest.mark.parametrize("size", [(320, 180), (1280, 720)])
+@pytest.mark.parametrize("size", [(320, 180), (1280, 720), (2560, 1440)])
 def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
     """``frames(ahead=2)``, as the negatives command reads large frames (their decoder on a thread of its own,
     with FFmpeg's frame threads from 1280x720 on): the same frames and count, each chunk intact while it is
-    the caller's, however far the reader has run ahead. And frames sought, by frame threads from that size,
-    on a thread of their own."""
+    the caller's, however far the reader has run ahead. And frames sought: by two lanes up to 1080p (taking
+    turns to convert them from 1280x720 on), by frame threads on a thread of their own beyond."""
     width, height = size
     path = write_screen_recording(tmp_path / "v.mp4", frames=36, width=width, height=height, fps=30, gop=12,
                                   bframes=2, preset="ultrafast").path
@@ -283,11 +283,15 @@ def test_frames_read_ahead_on_a_thread_are_the_frames(tmp_path, size):
         indices.append(int(chunk["frame_index"][0]))
     assert indices == expected_indices.tolist() and video.frames_read == 36
     assert video.read_report.method == "sequential"
-    # seeking, too, decodes frames this large on FFmpeg's frame threads (smaller ones on several decoders):
-    # still the sequential frames
+    # seeking frames larger than 1080p: one decoder on FFmpeg's frame threads (smaller ones on several
+    # decoders); still the sequential frames
     report = _assert_same(path, np.array([2, 17, 30])).read_report
-    assert report.method == "seek" and report.lanes == (1 if width * height >= LARGE_FRAME else LANES_HERE)
-    if width * height >= LARGE_FRAME:  # that decoder on a thread of its own, gone with the read
+    assert report.method == "seek" and report.lanes == (1 if width * height > LANE_PIXELS else LANES_HERE)
+    chosen = _sequential(path, np.array([2, 17, 30]))[0]  # and resized where they are decoded
+    sized = np.concatenate([chunk["image"].copy() for chunk in
+                            Video(path).frames_at(np.array([2, 17, 30]), size=(24, 40))])
+    assert np.array_equal(sized, [resize_rgb(frame, (24, 40)) for frame in chosen])
+    if width * height > LANE_PIXELS:  # that decoder on a thread of its own, gone with the read
         before = {thread.ident for thread in threading.enumerate()}
         frames = Video(path).frames_at(np.array([2, 17, 30]), size=(24, 40))
         next(frames)
