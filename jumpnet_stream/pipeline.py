@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import gc
+import os
 import queue
 import threading
 from typing import Iterator, TypeVar
@@ -120,12 +121,17 @@ def keep_heap_small(threshold: int = 1 << 20, arenas: int = 2) -> bool:
     glibc also gives each thread that allocates at once a heap of its own (up to 8 per core), each keeping
     its own free pages: with two lanes decoding 1080p H.264 (:mod:`video`), each lane's heap held 3-4 MB
     free beside the stage thread's 8 MB; two heaps brought that build's peak RSS from 300-302 to 288-296 MB
-    (and, with the frames stage's smaller batches, 279-291 to 279-285), no slower.
-    The command line sets it; library users may. Returns whether it applied (glibc only).
+    (and, with the frames stage's smaller batches, 279-291 to 279-285), no slower. The cap applies to heaps
+    made afterwards (so call it before starting threads), and a ``MALLOC_ARENA_MAX`` in the environment wins.
+    The command line sets it; library users may. Returns whether both applied (glibc only).
     """
+    if arenas < 1:
+        raise ValueError(f"arenas must be at least 1, not {arenas}")
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        large = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+        heaps = "MALLOC_ARENA_MAX" in os.environ or bool(libc.mallopt(_M_ARENA_MAX, arenas))
+        return large and heaps
     except (OSError, AttributeError):
         return False
 

@@ -67,12 +67,13 @@ MIN_SAVING = 0.25
 # point by one of them (keyframes.lanes), its frames converted (and resized, given a size) on its thread: the 806
 # frames a 10-minute 454x454 mp4v build wants in 1.05 s against 1.8 s for one decoder; a 5-minute 1080p60 H.264
 # build's frames stage 15.8 s against 20.8 s for one decoder on two frame threads (the build 21.1 against 25.3 s).
-# A lane queues up to LANE_BYTES of frames (2 to 16; 2 slowed that H.264 read from 14 to 20 s: the lanes wait on
-# each other). Lanes converting frames of LARGE_FRAME pixels or more take turns (one full-size BGR picture and
-# its conversion's buffers at a time): two lanes reading that H.264 build's frames rose 62 MB above where they
-# started instead of 79, no slower (14.1 against 13.2-14.7 s). Each 1080p decoder holds about 26 MB of
-# pictures; with the turns, fewer heaps (pipeline.keep_heap_small) and smaller batches (stages.frames) that build
-# peaks at 279-287 MB. Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
+# A lane queues up to LANE_BYTES of frames (2 to 16; a queue of 2 227x227 frames slowed reading that H.264 build's
+# frames from 14.1 to 19.9 s: the lanes wait on each other). Lanes converting frames of LARGE_FRAME pixels or more
+# take turns (one full-size BGR picture and its conversion's buffers at a time; frames not resized stay
+# full-size in the lanes' queues, so callers that keep them small ask for a size): two lanes reading and resizing
+# that build's frames rose 62 MB above where they started instead of 79, no slower (14.1 against 13.2-14.7 s).
+# Each 1080p decoder holds about 26 MB of pictures; with the turns, fewer heaps (pipeline.keep_heap_small) and
+# smaller batches (stages.frames) that build peaks at 279-285 MB in its process, 287 MB in the benchmark. Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
 # thread of its own (one decoded picture queued) while the caller's thread converts them (2 threads: 1.14x faster
 # than 1 at 1080p; 4 no faster, and more frames held).
 SEEKING_THREADS = 2
@@ -124,7 +125,8 @@ class Video:
 
     @property
     def large_frames(self) -> bool:
-        """Whether its frames are :data:`LARGE_FRAME` pixels or more (decoded on FFmpeg's frame threads)."""
+        """Whether its frames are :data:`LARGE_FRAME` pixels or more (read ahead on FFmpeg's frame threads; when
+        seeking, converted by the lanes in turn)."""
         return self.width * self.height >= LARGE_FRAME
 
     def _open(self, threads: int = 1) -> cv2.VideoCapture:
@@ -332,7 +334,7 @@ class Video:
         index = self._index
         count = self._lanes(seek)
         used, order = np.unique(keyframes.lanes(index, wanted, count), return_inverse=True)  # lanes as started
-        threads = SEEKING_THREADS if count == 1 and self.width * self.height > LANE_PIXELS else 1
+        threads = SEEKING_THREADS if count == 1 and self.large_frames else 1
         turns = threading.Lock() if count > 1 and self.large_frames else None  # lanes convert in turn
         shape = (*size, 3) if size else (self.height, self.width, 3)
         report = self.read_report = ReadReport(method=method, index_seconds=index.seconds)

@@ -341,20 +341,28 @@ def test_lanes_keep_the_frames_after_each_seek_point_together_and_share_the_work
     assert lanes(index, wanted, 1).tolist() == [0] * len(wanted)
 
 
-def test_decoders_side_by_side_end_with_the_read(videos):
-    """A caller that stops early, or fails, leaves no decoder's thread behind."""
-    path = videos["h264"]
+@pytest.mark.parametrize("kind", ["h264", "720p"])
+def test_decoders_side_by_side_end_with_the_read(videos, tmp_path, kind):
+    """A caller that stops early, or fails, leaves no decoder's thread behind (720p: lanes that take turns to
+    convert), and a read after it is whole."""
+    if kind == "720p":
+        path = write_screen_recording(tmp_path / "v.mp4", frames=48, width=1280, height=720, fps=30, gop=12,
+                                      bframes=2, preset="ultrafast").path
+        wanted = np.array([2, 17, 30, 41])
+    else:
+        path, wanted = videos["h264"], np.array([5, 70, 130, 200, 290])
     before = {thread.ident for thread in threading.enumerate()}
     video = Video(path)
-    frames = video.frames_at(np.array([5, 70, 130, 200, 290]), size=(24, 40))
+    frames = video.frames_at(wanted, size=(24, 40))
     next(frames)
     assert LANES_HERE == 1 or any(t.name == "jumpnet-source" for t in threading.enumerate())
     frames.close()
     with pytest.raises(RuntimeError, match="the caller's"):
-        for _ in Video(path).frames_at(np.array([5, 70, 130, 200, 290])):
+        for _ in Video(path).frames_at(wanted):
             raise RuntimeError("the caller's own error")
     time.sleep(0.05)
     assert {thread.ident for thread in threading.enumerate()} <= before
+    assert _assert_same(path, wanted).read_report.lanes == LANES_HERE  # nothing left held by the reads before
 
 
 @pytest.mark.parametrize("kind, method", [("mp4v", "seek"), ("h264", "seek"),

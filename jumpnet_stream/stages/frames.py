@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..chunk import Chunk
+from ..chunk import DEFAULT_ROWS, Chunk
 from ..formats import create_dataset, open_dataset
 from ..formats.zarr_store import ZarrOptions
 from ..history import HistoryWriter, needed
@@ -215,8 +215,8 @@ class _PositiveRows:
             self._write(writer)
             del self.images  # before the writers write their last partial chunks
             return
-        for start in range(0, len(self.order), FRAME_ROWS):  # keylog images: every kept positive as it is
-            columns = self._rows(self.order[start:start + FRAME_ROWS])
+        for start in range(0, len(self.order), DEFAULT_ROWS):  # keylog images: every kept positive as it is
+            columns = self._rows(self.order[start:start + DEFAULT_ROWS])
             if mask:
                 columns["image"] = mask_labels(columns["image"].copy())
             self._put(columns, writer)

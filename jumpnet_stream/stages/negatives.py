@@ -64,7 +64,8 @@ def check_radius(radius: int) -> None:
 def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, source: str,
                rows: int = DEFAULT_ROWS, buffers: BufferPool | None = None) -> Iterator[Chunk]:
     """BGR frame chunks -> negative sample chunks of ``rows`` (RGB resized to ``size``, label 0; every other
-    field its schema default: zero vectors, phase "press").
+    field its schema default: zero vectors, phase "press"). Chunks of ``image`` instead of ``frame`` are frames
+    already resized (:meth:`Video.frames_at` with a size) and taken as they are.
 
     Each frame is resized straight into the sample chunk being filled, so frames are never copied;
     image arrays come from ``buffers`` when given (the consumer gives them back after use)."""
@@ -73,8 +74,12 @@ def to_samples(frames: Iterable[Chunk], *, size: tuple[int, int], keys: int, sou
     indices = np.empty(rows, np.int64)
     n = 0
     for chunk in frames:
-        for frame, index in zip(chunk["frame"], chunk["frame_index"]):
-            resize_rgb(frame, size, out=images[n])
+        resized = "image" in chunk.fields
+        for frame, index in zip(chunk["image" if resized else "frame"], chunk["frame_index"]):
+            if resized:
+                images[n] = frame
+            else:
+                resize_rgb(frame, size, out=images[n])
             indices[n] = index
             n += 1
             if n == rows:
@@ -105,7 +110,7 @@ def write_negatives(clip: Video, output: str, *, select: Callable[[int], bool] |
         frames = clip.frames(select, ahead=2 if clip.large_frames else 0)
     else:
         total = int(wanted[-1]) + 1 if len(wanted) else 0
-        frames = clip.frames_at(wanted) if len(wanted) else iter(())
+        frames = clip.frames_at(wanted, size=size) if len(wanted) else iter(())  # resized where decoded
     bar = progress_bar(total, f"negatives {os.path.basename(clip.path)}", unit="frame", quiet=quiet)
     buffers = BufferPool((DEFAULT_ROWS, *size, 3), np.uint8)
     source = to_samples(frames, size=size, keys=len(keys), source=clip.name, buffers=buffers)
