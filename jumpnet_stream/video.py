@@ -81,10 +81,11 @@ LARGE_FRAME = 1280 * 720
 LANE_PIXELS = 1920 * 1080
 SEEKING_LANES = 2
 LANE_BYTES = 8 << 20
-# While lanes read side by side, the heap's free pages go back to the OS every TRIM_FRAMES frames delivered: their
-# threads' allocations, freed in another order than made, otherwise leave the heaps growing (reading 1,500 of a
-# 20-minute 1080p60 H.264 video's frames: 145 -> 163 MB in two heaps, 162 -> 203 MB in one each; with a trim every
-# 50 frames, flat at 140-143 MB; 47 s either way).
+# While lanes read frames of LARGE_FRAME pixels or more, the heap's free pages go back to the OS every TRIM_FRAMES
+# frames delivered: their threads' allocations, freed in another order than made, otherwise leave the heaps
+# growing (reading 1,500 of a 20-minute 1080p60 H.264 video's frames: 145 -> 163 MB in two heaps, 162 -> 203 MB
+# in one each; with a trim every 50 frames, flat at 140-143 MB; 47 s either way). Pages given back cost a fault
+# when used again, so the recorder's small frames (whose build stayed at 257-261 MB) are not trimmed.
 TRIM_FRAMES = 32
 # Reading ahead (Video.frames(ahead=N)) holds N + 2 chunks: N is lowered to keep them within this.
 READ_AHEAD_BYTES = 128 << 20
@@ -371,7 +372,7 @@ class Video:
                 indices[n] = i
                 n += 1
                 last = i
-                if count > 1 and delivered % TRIM_FRAMES == 0:
+                if turns is not None and delivered % TRIM_FRAMES == 0:  # lanes reading large frames
                     trim_heap(collect=False)
                 if n == rows:
                     yield Chunk({field: buffer, "frame_index": indices.copy()})
