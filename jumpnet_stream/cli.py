@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 from .cli_options import PROG, build_parser
 from .errors import JumpnetError
 from .formats.output import check_interrupt, clear_interrupt, note_interrupt
-from .pipeline import keep_heap_small
+from .pipeline import return_large_buffers_to_os
 from .viewer.cli import cmd_view
 
 
@@ -252,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.run = COMMANDS[args.command]
     held = _held_warnings()
-    keep_heap_small()
+    return_large_buffers_to_os()
     clear_interrupt()
     # Ctrl-C stays ignored where it was (a job started in the background by a script): Python's own rule
     previous = {signum: signal.signal(signum, _interrupt) for signum in (signal.SIGINT, signal.SIGTERM)

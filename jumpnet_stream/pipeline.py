@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import ctypes
 import gc
-import os
 import queue
 import threading
 from typing import Iterator, TypeVar
@@ -111,27 +110,17 @@ class BufferPool:
             self._free.append(root)
 
 
-def keep_heap_small(threshold: int = 1 << 20, arenas: int = 2) -> bool:
-    """Serve allocations of ``threshold`` bytes and more by mmap, so freed chunk buffers go back to the OS, and
-    let the threads started afterwards share at most ``arenas`` heaps.
+def return_large_buffers_to_os(threshold: int = 1 << 20) -> bool:
+    """Serve allocations of ``threshold`` bytes and more by mmap, so freed chunk buffers go back to the OS.
 
     glibc raises its mmap threshold as large blocks are freed; after that, the compressor's 10 MB
     output buffers (allocated per chunk, then shrunk) fragment the heap, and peak RSS of ``negatives``
     crept from 245 MB (5 minutes of video) to 279 MB (60 minutes). With this: 233 and 234 MB.
-    glibc also gives each thread that allocates at once a heap of its own (up to 8 per core), each keeping
-    its own free pages: with two lanes decoding 1080p H.264 (:mod:`video`), each lane's heap held 3-4 MB
-    free beside the stage thread's 8 MB; two heaps brought that build's peak RSS from 300-302 to 288-296 MB
-    (and, with the frames stage's smaller batches, 279-291 to 279-285), no slower. The cap applies to heaps
-    made afterwards (so call it before starting threads), and a ``MALLOC_ARENA_MAX`` in the environment wins.
-    The command line sets it; library users may. Returns whether both applied (glibc only).
+    The command line sets it; library users may. Returns whether it applied (glibc only).
     """
-    if arenas < 1:
-        raise ValueError(f"arenas must be at least 1, not {arenas}")
     try:
         libc = ctypes.CDLL("libc.so.6")
-        large = bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
-        heaps = "MALLOC_ARENA_MAX" in os.environ or bool(libc.mallopt(_M_ARENA_MAX, arenas))
-        return large and heaps
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
         return False
 
@@ -153,4 +142,3 @@ def trim_heap(collect: bool = True) -> bool:
 
 
 _M_MMAP_THRESHOLD = -3
-_M_ARENA_MAX = -8

@@ -72,8 +72,8 @@ MIN_SAVING = 0.25
 # take turns (one full-size BGR picture and its conversion's buffers at a time; frames not resized stay
 # full-size in the lanes' queues, so callers that keep them small ask for a size): two lanes reading and resizing
 # that build's frames rose 62 MB above where they started instead of 79, no slower (14.1 against 13.2-14.7 s).
-# Each 1080p decoder holds about 26 MB of pictures; with the turns, fewer heaps (pipeline.keep_heap_small) and
-# smaller batches (stages.frames) that build peaks at 279-285 MB in its process, 287 MB in the benchmark. Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
+# Each 1080p decoder holds about 26 MB of pictures; with the turns, the trims below and smaller batches
+# (stages.frames) the 5- and 20-minute builds peak at 283-284 and 283-288 MB (three builds each). Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
 # thread of its own (one decoded picture queued) while the caller's thread converts them (2 threads: 1.14x faster
 # than 1 at 1080p; 4 no faster, and more frames held).
 SEEKING_THREADS = 2

@@ -18,7 +18,7 @@ from ..errors import JumpnetError
 from ..formats import create_dataset, disk_size, open_dataset, partial_path, remove_output
 from ..formats.zarr_store import ZarrDatasetWriter
 from ..history import attach
-from ..pipeline import keep_heap_small, trim_heap
+from ..pipeline import return_large_buffers_to_os, trim_heap
 from ..quality import audit
 from ..runner import described, run_stage
 from ..sampling import Frames
@@ -279,7 +279,7 @@ def run_task(spec: StageSpec | None, folder: str, quiet: bool, then: Callable[[]
     """One task of a build: ``spec`` (None when it is reused), then ``then``; the spec's counts and wall time,
     what ``then`` returned, and the error ``then`` raised once the spec's output had landed (so the executor
     records the spec before it raises the error). ``pool``: where a stage of :data:`FANNED` runs its tasks."""
-    keep_heap_small()  # as the command line does (a Dask worker is a process of its own)
+    return_large_buffers_to_os()  # as the command line does (a Dask worker is a process of its own)
     counts = seconds = None
     if spec is not None:
         start = time.perf_counter()
