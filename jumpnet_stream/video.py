@@ -73,9 +73,10 @@ MIN_SAVING = 0.25
 # full-size in the lanes' queues, so callers that keep them small ask for a size): two lanes reading and resizing
 # that build's frames rose 62 MB above where they started instead of 79, no slower (14.1 against 13.2-14.7 s).
 # Each 1080p decoder holds about 26 MB of pictures; with the turns, the trims below and smaller batches
-# (stages.frames) the 5- and 20-minute builds peak at 283-284 and 283-288 MB (three builds each). Larger frames are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a
-# thread of its own (one decoded picture queued) while the caller's thread converts them (2 threads: 1.14x faster
-# than 1 at 1080p; 4 no faster, and more frames held).
+# (stages.frames) the 5- and 20-minute builds peak at 283-284 and 283-288 MB (three builds each). Larger frames
+# are sought by one decoder on SEEKING_THREADS of FFmpeg's frame threads, on a thread of its own (one decoded
+# picture queued) while the caller's thread converts them (2 threads: 1.14x faster than 1 at 1080p; 4 no faster,
+# and more frames held).
 SEEKING_THREADS = 2
 LARGE_FRAME = 1280 * 720
 LANE_PIXELS = 1920 * 1080
@@ -83,8 +84,8 @@ SEEKING_LANES = 2
 LANE_BYTES = 8 << 20
 # While lanes read frames of LARGE_FRAME pixels or more, the heap's free pages go back to the OS every TRIM_FRAMES
 # frames delivered: their threads' allocations, freed in another order than made, otherwise leave the heaps
-# growing (reading 1,500 of a 20-minute 1080p60 H.264 video's frames: 145 -> 163 MB in two heaps, 162 -> 203 MB
-# in one each; with a trim every 50 frames, flat at 140-143 MB; 47 s either way). Pages given back cost a fault
+# growing (reading 1,500 of a 20-minute 1080p60 H.264 video's frames: 162 -> 203 MB; with a trim every 32 frames,
+# 164-166 MB while the lanes start, then flat at 139-144 MB; 47-52 s either way). Pages given back cost a fault
 # when used again, so the recorder's small frames (whose build stayed at 257-261 MB) are not trimmed.
 TRIM_FRAMES = 32
 # Reading ahead (Video.frames(ahead=N)) holds N + 2 chunks: N is lowered to keep them within this.
